@@ -1,0 +1,33 @@
+"""towline: pull container images into a local store and copy them between transports."""
+
+from __future__ import annotations
+
+from towline.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    ImageUnknownError,
+    InvalidLayerError,
+    InvalidReferenceError,
+    ManifestUnknownError,
+    PlatformNotFoundError,
+    PolicyError,
+    ShortNameError,
+    StoreError,
+    TowlineError,
+    TransportError,
+)
+
+__all__ = [
+    "AuthenticationError",
+    "DigestMismatchError",
+    "ImageUnknownError",
+    "InvalidLayerError",
+    "InvalidReferenceError",
+    "ManifestUnknownError",
+    "PlatformNotFoundError",
+    "PolicyError",
+    "ShortNameError",
+    "StoreError",
+    "TowlineError",
+    "TransportError",
+]
