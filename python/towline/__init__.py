@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from towline.errors import (
     AuthenticationError,
+    ConfigError,
     DigestMismatchError,
     ImageUnknownError,
     InvalidLayerError,
@@ -19,6 +20,7 @@ from towline.errors import (
 
 __all__ = [
     "AuthenticationError",
+    "ConfigError",
     "DigestMismatchError",
     "ImageUnknownError",
     "InvalidLayerError",

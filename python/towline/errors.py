@@ -9,6 +9,7 @@ registry, and what to do about it)::
      ├── ShortNameError            a short name that cannot be resolved to one registry
      ├── ImageUnknownError         no such image in the local store
      ├── PolicyError               a pull policy that forbids the operation, or an unknown one
+     ├── ConfigError               a configuration file (registries.conf, auth.json...) is invalid
      ├── PlatformNotFoundError     an index with no entry for the wanted platform
      ├── TransportError            talking to a registry, archive or daemon failed
      │    ├── AuthenticationError  credentials missing or refused
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "ConfigError",
     "DigestMismatchError",
     "ImageUnknownError",
     "InvalidLayerError",
@@ -90,6 +92,12 @@ class PolicyError(TowlineError):
     """The pull policy is unknown or forbids what was asked (e.g. ``always`` with an ID)."""
 
     slug = "policy"
+
+
+class ConfigError(TowlineError):
+    """A configuration file or option is invalid; the message names the file and the key."""
+
+    slug = "invalid_config"
 
 
 class PlatformNotFoundError(TowlineError):
