@@ -1,0 +1,24 @@
+//! towline's native core. The engine modules are plain Rust (`cargo test`
+//! drives them); `py/` is the only place that knows about Python.
+
+pub mod apply;
+pub mod atomic;
+pub mod chunks;
+pub mod decompress;
+pub mod digest;
+pub mod error;
+pub mod limits;
+pub mod sink;
+pub mod untar;
+
+mod py;
+
+use pyo3::prelude::*;
+
+#[pymodule(gil_used = false)]
+mod _native {
+    #[pymodule_export]
+    use crate::py::functions::{apply_layers, build_profile, hash_file};
+    #[pymodule_export]
+    use crate::py::sinks::{BlobSink, LayerSink};
+}

@@ -1,0 +1,454 @@
+//! Creating one member on disk: files (sparse too), directories, symlinks,
+//! hardlinks, devices and FIFOs, with modes, owners, mtimes and xattrs.
+//! Existing paths are replaced, never followed: creation uses O_EXCL /
+//! O_NOFOLLOW semantics and, on EEXIST, removes what is there and retries.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Seek, SeekFrom, Write};
+use std::os::unix::fs::{symlink, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Gid, Mode, Timestamps, Uid, XattrFlags, CWD};
+use rustix::io::Errno;
+
+use super::confine::{child, clean, Resolver};
+use super::header::{Entry, Kind, Timestamp};
+use super::reader::TarReader;
+use crate::atomic::remove_tree;
+use crate::error::{Error, Result};
+
+/// What to do with character and block device members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevicePolicy {
+    Create,
+    /// Leave them out (what rootless podman does: it cannot create them either).
+    Skip,
+    Refuse,
+}
+
+#[derive(Clone, Debug)]
+pub struct UnpackOptions {
+    /// Apply the archive's numeric uid/gid (needs root).
+    pub same_owner: bool,
+    pub devices: DevicePolicy,
+    pub xattrs: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        let root = rustix::process::geteuid().is_root();
+        UnpackOptions {
+            same_owner: root,
+            devices: if root {
+                DevicePolicy::Create
+            } else {
+                DevicePolicy::Skip
+            },
+            xattrs: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct UnpackStats {
+    pub entries: u64,
+    pub skipped_devices: u64,
+    pub skipped_xattrs: u64,
+}
+
+/// Directory metadata applied once the whole layer is written: creating
+/// children would bump the mtime, and a 0555 directory would refuse them.
+struct DirMeta {
+    mode: u32,
+    mtime: Timestamp,
+}
+
+pub struct Unpacker {
+    resolver: Resolver,
+    opts: UnpackOptions,
+    dirs: HashMap<Vec<u8>, DirMeta>,
+    pub stats: UnpackStats,
+}
+
+fn timestamps(t: Timestamp) -> Timestamps {
+    let ts = rustix::fs::Timespec {
+        tv_sec: t.secs,
+        tv_nsec: t.nanos.into(),
+    };
+    Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    }
+}
+
+fn id(value: u64, what: &str, member: &[u8]) -> Result<u32> {
+    u32::try_from(value)
+        .map_err(|_| Error::unsafe_path(member, format!("{what} {value} does not fit in 32 bits")))
+}
+
+fn os_err(op: &'static str, path: &Path, e: Errno) -> Error {
+    Error::io(op, path, e.into())
+}
+
+impl Unpacker {
+    pub fn new(root: &Path, opts: UnpackOptions) -> Self {
+        Unpacker {
+            resolver: Resolver::new(root),
+            opts,
+            dirs: HashMap::new(),
+            stats: UnpackStats::default(),
+        }
+    }
+
+    /// Creates `entry` (reading its data from `tar`) inside the root.
+    pub fn apply<R: std::io::BufRead>(
+        &mut self,
+        entry: &Entry,
+        tar: &mut TarReader<R>,
+    ) -> Result<()> {
+        self.stats.entries += 1;
+        let parts = clean(&entry.path);
+        let Some((name, parent)) = parts.split_last() else {
+            // "./" names the root itself: keep its metadata, nothing to create.
+            if entry.kind == Kind::Dir {
+                self.dirs.insert(
+                    Vec::new(),
+                    DirMeta {
+                        mode: entry.mode,
+                        mtime: entry.mtime,
+                    },
+                );
+            }
+            return Ok(());
+        };
+        if name.len() > 255 {
+            return Err(Error::unsafe_path(
+                &entry.path,
+                "a name component is longer than 255 bytes",
+            ));
+        }
+        let parent_rel = self.resolver.resolve_dir(parent, true, &entry.path)?;
+        let rel = child(&parent_rel, name);
+        let full = self.resolver.full(&rel);
+        match entry.kind {
+            Kind::Dir => self.make_dir(entry, rel, &full),
+            Kind::File => self.make_file(entry, &rel, &full, tar),
+            Kind::Symlink => {
+                self.replace_with(&rel, &full, |p| {
+                    symlink(std::ffi::OsStr::from_bytes_ref(&entry.link), p)
+                })?;
+                self.finish_nofollow(entry, &full)
+            }
+            Kind::Hardlink => self.make_hardlink(entry, &rel, &full),
+            Kind::Char | Kind::Block => self.make_device(entry, &rel, &full),
+            Kind::Fifo => {
+                self.replace_with(&rel, &full, |p| {
+                    rustix::fs::mknodat(CWD, p, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+                        .map_err(Into::into)
+                })?;
+                self.finish_nofollow(entry, &full)?;
+                self.chmod(&full, entry.mode)
+            }
+        }
+    }
+
+    /// Runs `create`; if something already sits at `full`, removes it (a
+    /// directory with all its contents) and runs `create` again.
+    fn replace_with(
+        &mut self,
+        rel: &[u8],
+        full: &Path,
+        create: impl Fn(&Path) -> std::io::Result<()>,
+    ) -> Result<()> {
+        match create(full) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                self.remove_existing(rel, full)?;
+                create(full).map_err(|e| Error::io("create", full, e))
+            }
+            Err(e) => Err(Error::io("create", full, e)),
+        }
+    }
+
+    fn remove_existing(&mut self, rel: &[u8], full: &Path) -> Result<()> {
+        let meta = fs::symlink_metadata(full).map_err(|e| Error::io("inspect", full, e))?;
+        if meta.is_dir() {
+            remove_tree(full).map_err(|e| Error::io("remove directory", full, e))?;
+            self.resolver.forget(rel);
+            let mut prefix = rel.to_vec();
+            prefix.push(b'/');
+            self.dirs
+                .retain(|k, _| k.as_slice() != rel && !k.starts_with(&prefix));
+        } else {
+            fs::remove_file(full).map_err(|e| Error::io("remove", full, e))?;
+        }
+        Ok(())
+    }
+
+    fn make_dir(&mut self, entry: &Entry, rel: Vec<u8>, full: &Path) -> Result<()> {
+        match fs::create_dir(full) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                if !fs::symlink_metadata(full)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false)
+                {
+                    self.remove_existing(&rel, full)?;
+                    fs::create_dir(full).map_err(|e| Error::io("create directory", full, e))?;
+                }
+            }
+            Err(e) => return Err(Error::io("create directory", full, e)),
+        }
+        // Owner-writable until the end, so members below it can be created.
+        self.chmod(full, entry.mode | 0o700)?;
+        self.chown(entry, full, false)?;
+        self.set_xattrs_path(entry, full)?;
+        self.resolver.note_dir(rel.clone());
+        self.dirs.insert(
+            rel,
+            DirMeta {
+                mode: entry.mode,
+                mtime: entry.mtime,
+            },
+        );
+        Ok(())
+    }
+
+    fn make_file<R: std::io::BufRead>(
+        &mut self,
+        entry: &Entry,
+        rel: &[u8],
+        full: &Path,
+        tar: &mut TarReader<R>,
+    ) -> Result<()> {
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .mode(0o600)
+                .open(p)
+                .map(|_| ())
+        };
+        // create_new gives EEXIST on any existing path, symlinks included (never followed).
+        self.replace_with(rel, full, open)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(full)
+            .map_err(|e| Error::io("open", full, e))?;
+        match &entry.sparse {
+            None => copy_data(tar, &mut file, full)?,
+            Some(regions) => {
+                for region in regions {
+                    file.seek(SeekFrom::Start(region.offset))
+                        .map_err(|e| Error::io("seek", full, e))?;
+                    copy_limited(tar, &mut file, full, region.len)?;
+                }
+                file.set_len(entry.real_size)
+                    .map_err(|e| Error::io("truncate", full, e))?;
+            }
+        }
+        if self.opts.same_owner {
+            rustix::fs::fchown(
+                &file,
+                Some(Uid::from_raw(id(entry.uid, "uid", &entry.path)?)),
+                Some(Gid::from_raw(id(entry.gid, "gid", &entry.path)?)),
+            )
+            .map_err(|e| os_err("chown", full, e))?;
+        }
+        // After chown, which clears set-id bits.
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
+            .map_err(|e| os_err("chmod", full, e))?;
+        if self.opts.xattrs {
+            for (name, value) in &entry.xattrs {
+                let res = rustix::fs::fsetxattr(&file, name.as_slice(), value, XattrFlags::empty());
+                self.xattr_result(res, full)?;
+            }
+        }
+        rustix::fs::futimens(&file, &timestamps(entry.mtime))
+            .map_err(|e| os_err("set times", full, e))?;
+        Ok(())
+    }
+
+    fn make_hardlink(&mut self, entry: &Entry, rel: &[u8], full: &Path) -> Result<()> {
+        let target_parts = clean(&entry.link);
+        let Some((name, parent)) = target_parts.split_last() else {
+            return Err(Error::unsafe_path(
+                &entry.path,
+                "hardlink to the layer root",
+            ));
+        };
+        let parent_rel = self.resolver.resolve_dir(parent, false, &entry.path)?;
+        let target_rel = child(&parent_rel, name);
+        if target_rel == rel {
+            return Ok(());
+        }
+        let target = self.resolver.full(&target_rel);
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::unsafe_path(&entry.path, "hardlink to a directory"))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::unsafe_path(
+                    &entry.path,
+                    format!(
+                        "hardlink target {:?} is not in the layer",
+                        String::from_utf8_lossy(&entry.link)
+                    ),
+                ))
+            }
+            Err(e) => return Err(Error::io("inspect", &target, e)),
+        }
+        self.replace_with(rel, full, |p| fs::hard_link(&target, p))
+    }
+
+    fn make_device(&mut self, entry: &Entry, rel: &[u8], full: &Path) -> Result<()> {
+        match self.opts.devices {
+            DevicePolicy::Skip => {
+                self.stats.skipped_devices += 1;
+                return Ok(());
+            }
+            DevicePolicy::Refuse => {
+                return Err(Error::unsafe_path(
+                    &entry.path,
+                    "device nodes are not permitted here (not running as root)",
+                ));
+            }
+            DevicePolicy::Create => {}
+        }
+        let kind = if entry.kind == Kind::Char {
+            FileType::CharacterDevice
+        } else {
+            FileType::BlockDevice
+        };
+        let dev = rustix::fs::makedev(entry.dev_major, entry.dev_minor);
+        self.replace_with(rel, full, |p| {
+            rustix::fs::mknodat(CWD, p, kind, Mode::from_raw_mode(0o600), dev).map_err(Into::into)
+        })?;
+        self.finish_nofollow(entry, full)?;
+        self.chmod(full, entry.mode)
+    }
+
+    fn chmod(&self, full: &Path, mode: u32) -> Result<()> {
+        rustix::fs::chmodat(CWD, full, Mode::from_raw_mode(mode), AtFlags::empty())
+            .map_err(|e| os_err("chmod", full, e))
+    }
+
+    fn chown(&self, entry: &Entry, full: &Path, nofollow: bool) -> Result<()> {
+        if !self.opts.same_owner {
+            return Ok(());
+        }
+        let flags = if nofollow {
+            AtFlags::SYMLINK_NOFOLLOW
+        } else {
+            AtFlags::empty()
+        };
+        let uid = Uid::from_raw(id(entry.uid, "uid", &entry.path)?);
+        let gid = Gid::from_raw(id(entry.gid, "gid", &entry.path)?);
+        rustix::fs::chownat(CWD, full, Some(uid), Some(gid), flags)
+            .map_err(|e| os_err("chown", full, e))
+    }
+
+    fn set_xattrs_path(&mut self, entry: &Entry, full: &Path) -> Result<()> {
+        if !self.opts.xattrs {
+            return Ok(());
+        }
+        for (name, value) in &entry.xattrs {
+            let res = rustix::fs::lsetxattr(full, name.as_slice(), value, XattrFlags::empty());
+            self.xattr_result(res, full)?;
+        }
+        Ok(())
+    }
+
+    /// Extended attributes are applied "where the filesystem allows": a
+    /// filesystem or namespace that refuses them is counted, not fatal.
+    fn xattr_result(&mut self, res: rustix::io::Result<()>, full: &Path) -> Result<()> {
+        match res {
+            Ok(()) => Ok(()),
+            Err(Errno::NOTSUP | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
+                self.stats.skipped_xattrs += 1;
+                Ok(())
+            }
+            Err(e) => Err(os_err("set xattr", full, e)),
+        }
+    }
+
+    /// Owner, xattrs and times of a member that must not be followed.
+    fn finish_nofollow(&mut self, entry: &Entry, full: &Path) -> Result<()> {
+        self.chown(entry, full, true)?;
+        self.set_xattrs_path(entry, full)?;
+        rustix::fs::utimensat(
+            CWD,
+            full,
+            &timestamps(entry.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| os_err("set times", full, e))
+    }
+
+    /// Applies the deferred directory modes and times.
+    pub fn finish(self) -> Result<UnpackStats> {
+        for (rel, meta) in &self.dirs {
+            let full: PathBuf = self.resolver.full(rel);
+            self.chmod(&full, meta.mode)?;
+            rustix::fs::utimensat(
+                CWD,
+                &full,
+                &timestamps(meta.mtime),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| os_err("set times", &full, e))?;
+        }
+        Ok(self.stats)
+    }
+}
+
+trait FromBytesRef {
+    fn from_bytes_ref(bytes: &[u8]) -> &Self;
+}
+
+impl FromBytesRef for std::ffi::OsStr {
+    fn from_bytes_ref(bytes: &[u8]) -> &Self {
+        std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+    }
+}
+
+fn copy_data<R: std::io::BufRead>(
+    tar: &mut TarReader<R>,
+    file: &mut File,
+    full: &Path,
+) -> Result<()> {
+    loop {
+        let chunk = tar.data_chunk()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        file.write_all(chunk)
+            .map_err(|e| Error::io("write", full, e))?;
+        let n = chunk.len();
+        tar.consume_data(n);
+    }
+}
+
+fn copy_limited<R: std::io::BufRead>(
+    tar: &mut TarReader<R>,
+    file: &mut File,
+    full: &Path,
+    mut left: u64,
+) -> Result<()> {
+    while left > 0 {
+        let chunk = tar.data_chunk()?;
+        let n = (chunk.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Err(Error::bad_tar("sparse data shorter than its map"));
+        }
+        file.write_all(&chunk[..n])
+            .map_err(|e| Error::io("write", full, e))?;
+        tar.consume_data(n);
+        left -= n as u64;
+    }
+    Ok(())
+}
