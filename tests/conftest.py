@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from support.fault_proxy import FaultProxy
 from support.images import standard_images
 from support.registry import PushedImage, RegistryServer, push_named, push_standard_images

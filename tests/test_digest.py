@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from towline.digest import SUPPORTED_ALGORITHMS, Digest, parse_digest
 from towline.errors import InvalidReferenceError, TowlineError
 

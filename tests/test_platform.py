@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from towline.errors import PlatformNotFoundError, TowlineError
 from towline.platform import (
     DOCKER_MANIFEST_LIST,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from towline.errors import PolicyError
 from towline.policy import PULL_POLICIES, parse_pull_policy
 

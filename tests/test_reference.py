@@ -7,6 +7,7 @@ reference_test.go, written out as tables here.
 from __future__ import annotations
 
 import pytest
+
 from towline.errors import InvalidReferenceError
 from towline.reference import (
     Reference,

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import zstandard
+
 from support.fault_proxy import BLOB_PATH, FaultProxy
 from support.images import (
     LONG_PATH,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from towline.errors import TransportError
 from towline.transports import (
     KNOWN_TRANSPORTS,

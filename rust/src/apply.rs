@@ -7,7 +7,7 @@
 //! itself made sure are real directories in `dest`, so a symlink left by a
 //! lower layer is replaced, never followed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
@@ -19,6 +19,7 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, Timestamps, Uid, XattrFlags, CWD}
 
 use crate::atomic::remove_tree;
 use crate::error::{Error, Result};
+use crate::untar::entries::IMPLIED_DIRS;
 
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const META_PREFIX: &[u8] = b".wh..wh.";
@@ -52,6 +53,21 @@ struct Merger<'a> {
     stats: ApplyStats,
     /// Directory metadata, applied at the very end (children change mtimes).
     dirs: BTreeMap<PathBuf, Meta>,
+    /// This layer's directories that it did not declare itself.
+    implied: HashSet<PathBuf>,
+}
+
+fn read_implied(layer: &Path) -> Result<HashSet<PathBuf>> {
+    let path = layer.join(OsStr::from_bytes(IMPLIED_DIRS));
+    match fs::read(&path) {
+        Ok(data) => Ok(data
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .collect()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(e) => Err(Error::io("read", &path, e)),
+    }
 }
 
 pub fn apply_layers(layers: &[PathBuf], dest: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
@@ -65,6 +81,7 @@ pub fn apply_layers(layers: &[PathBuf], dest: &Path, opts: &ApplyOptions) -> Res
         opts,
         stats: ApplyStats::default(),
         dirs: BTreeMap::new(),
+        implied: HashSet::new(),
     };
     for layer in layers {
         let meta = fs::symlink_metadata(layer).map_err(|e| Error::io("open layer", layer, e))?;
@@ -75,6 +92,7 @@ pub fn apply_layers(layers: &[PathBuf], dest: &Path, opts: &ApplyOptions) -> Res
             )));
         }
         merger.dirs.insert(PathBuf::new(), meta_of(&meta));
+        merger.implied = read_implied(layer)?;
         let mut links = HashMap::new();
         merger.merge_dir(layer, Path::new(""), &mut links)?;
     }
@@ -178,6 +196,10 @@ impl Merger<'_> {
             if ft.is_dir() {
                 // === directory: make sure it is a real one, then descend
                 match fs::symlink_metadata(&dst) {
+                    Ok(m) if m.is_dir() && self.implied.contains(&rel_child) => {
+                        self.merge_dir(layer, &rel_child, links)?;
+                        continue;
+                    }
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
                         self.remove(&rel_child)?;

@@ -61,6 +61,8 @@ pub fn child(parent: &[u8], name: &[u8]) -> Vec<u8> {
 pub struct Resolver {
     root: PathBuf,
     real_dirs: HashSet<Vec<u8>>,
+    /// Parents created because a member needed them, not declared by the layer.
+    implied: HashSet<Vec<u8>>,
 }
 
 impl Resolver {
@@ -70,6 +72,7 @@ impl Resolver {
         Resolver {
             root: root.to_path_buf(),
             real_dirs,
+            implied: HashSet::new(),
         }
     }
 
@@ -80,17 +83,26 @@ impl Resolver {
         self.root.join(OsStr::from_bytes(rel))
     }
 
-    /// Records a directory this extraction created itself.
+    /// Records a directory the layer declares (it is no longer implied).
     pub fn note_dir(&mut self, rel: Vec<u8>) {
+        self.implied.remove(&rel);
         self.real_dirs.insert(rel);
+    }
+
+    /// Directories that exist only because members below them needed a parent.
+    pub fn implied_dirs(&self) -> Vec<&[u8]> {
+        let mut dirs: Vec<&[u8]> = self.implied.iter().map(Vec::as_slice).collect();
+        dirs.sort_unstable();
+        dirs
     }
 
     /// Forgets `rel` and everything below it (it was removed or replaced).
     pub fn forget(&mut self, rel: &[u8]) {
         let mut prefix = rel.to_vec();
         prefix.push(b'/');
-        self.real_dirs
-            .retain(|d| d.as_slice() != rel && !d.starts_with(&prefix));
+        let doomed = |d: &Vec<u8>| d.as_slice() == rel || d.starts_with(&prefix);
+        self.real_dirs.retain(|d| !doomed(d));
+        self.implied.retain(|d| !doomed(d));
     }
 
     /// Resolves the directory named by `parts` to a real directory inside the
@@ -158,15 +170,13 @@ impl Resolver {
                         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                         Err(e) => return Err(Error::io("create directory", &full, e)),
                     }
+                    self.implied.insert(rel.clone());
                     self.real_dirs.insert(rel);
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     return Err(Error::unsafe_path(
                         member,
-                        format!(
-                            "{:?} does not exist in the layer",
-                            String::from_utf8_lossy(&rel)
-                        ),
+                        format!("{:?} is not in the layer", String::from_utf8_lossy(&rel)),
                     ));
                 }
                 Err(e) => return Err(Error::io("inspect", &full, e)),

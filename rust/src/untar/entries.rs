@@ -18,6 +18,12 @@ use super::reader::TarReader;
 use crate::atomic::remove_tree;
 use crate::error::{Error, Result};
 
+/// A bookkeeping file (a `.wh..wh.` name, which layer consumers skip) listing,
+/// NUL-separated, the parent directories a layer did not declare. Merging
+/// keeps a lower layer's metadata for them, as an extractor applying layers
+/// in place (umoci, podman's vfs) does.
+pub const IMPLIED_DIRS: &[u8] = b".wh..wh..towline-implied-dirs";
+
 /// What to do with character and block device members.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DevicePolicy {
@@ -280,7 +286,21 @@ impl Unpacker {
                 "hardlink to the layer root",
             ));
         };
-        let parent_rel = self.resolver.resolve_dir(parent, false, &entry.path)?;
+        let not_in_layer = || {
+            Error::unsafe_path(
+                &entry.path,
+                format!(
+                    "hardlink target {:?} is not in the layer",
+                    String::from_utf8_lossy(&entry.link)
+                ),
+            )
+        };
+        let parent_rel = match self.resolver.resolve_dir(parent, false, &entry.path) {
+            Err(Error::UnsafePath { reason, .. }) if reason.ends_with("is not in the layer") => {
+                return Err(not_in_layer())
+            }
+            other => other?,
+        };
         let target_rel = child(&parent_rel, name);
         if target_rel == rel {
             return Ok(());
@@ -389,8 +409,15 @@ impl Unpacker {
         .map_err(|e| os_err("set times", full, e))
     }
 
-    /// Applies the deferred directory modes and times.
+    /// Applies the deferred directory modes and times, and records which
+    /// directories were only implied (see `IMPLIED_DIRS`).
     pub fn finish(self) -> Result<UnpackStats> {
+        let implied = self.resolver.implied_dirs();
+        if !implied.is_empty() {
+            let path = self.resolver.full(IMPLIED_DIRS);
+            let _ = fs::remove_file(&path);
+            fs::write(&path, implied.join(&b"\0"[..])).map_err(|e| Error::io("write", &path, e))?;
+        }
         for (rel, meta) in &self.dirs {
             let full: PathBuf = self.resolver.full(rel);
             self.chmod(&full, meta.mode)?;
