@@ -371,6 +371,20 @@ class Store:
         for digest in layerdb.unreferenced_blobs(self._conn, candidates):
             trash.move_blob(digest)
 
+    def discard_unreferenced(self, chain_ids: Iterable[str], blobs: Iterable[str]) -> None:
+        """Delete layer dirs and blobs that no committed image references.
+
+        A failed pull calls this for what it wrote, so the store is left as it was.
+        Checked under the write lock: a concurrent commit that adopted one of them
+        either committed first (the file is kept) or finds it gone and fails cleanly.
+        """
+        with self._writing() as (conn, trash):
+            for chain_id in dict.fromkeys(chain_ids):
+                if layerdb.read_layer(conn, chain_id) is None:
+                    trash.move_layer(chain_id)
+            for digest in layerdb.unreferenced_blobs(conn, blobs):
+                trash.move_blob(digest)
+
     def add_names(self, image_id: str, names: Sequence[str]) -> ImageRecord:
         """Give the image more names (tag), moving each from any image that holds it."""
         hex_ = parse_image_id(image_id)
