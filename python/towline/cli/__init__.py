@@ -1,0 +1,1 @@
+"""The ``towline`` command line; the only package that imports click and rich."""
