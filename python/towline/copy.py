@@ -215,8 +215,17 @@ def _copy_layers(
 
     def fetch(i: int) -> LayerRecord:
         desc = manifest.layers[i]
-        result = _fetch_layer(source, store, desc.digest, desc.size, chains[i],
-                              config.diff_ids[i], options, reporter, cancel)
+        result = _fetch_layer(
+            source,
+            store,
+            desc.digest,
+            desc.size,
+            chains[i],
+            config.diff_ids[i],
+            options,
+            reporter,
+            cancel,
+        )
         written.add(None if result["unpack_existed"] else chains[i], desc.digest)
         reporter.blob_done(desc.digest, "layer", desc.size)
         return record(i, result["uncompressed_size"] or 0)

@@ -10,7 +10,7 @@ A short name therefore outranks an ID prefix.
 from __future__ import annotations
 
 from towline.config import AliasCache, RegistriesConf, resolve_locally
-from towline.errors import InvalidReferenceError, TowlineError, TransportError
+from towline.errors import InvalidReferenceError, ShortNameError, TowlineError, TransportError
 from towline.platform import Platform, normalize_platform, parse_platform
 from towline.reference import image_id_candidate, is_short_name, parse_reference
 from towline.store import Store
@@ -63,8 +63,8 @@ def find_local(
 
     try:
         candidates = resolve_locally(name, conf, alias_cache)
-    except InvalidReferenceError:
-        candidates = []  # not a name; it may still be an ID prefix
+    except (InvalidReferenceError, ShortNameError):
+        candidates = []  # not a usable name; it may still be an ID prefix
     for ref in candidates:
         if ref.digest:
             record = store.lookup_digest(

@@ -207,6 +207,10 @@ class Runtime:
             image, _ = self.lookup_image(name)
             return [image._record]
         ref = parse_reference(name)  # validates the name (and drops a tag beside a digest)
+        if ref.digest is not None and parse_normalized_named(name).tag is not None:
+            # Docker compatibility, as libimage: the digest decides, and the name becomes
+            # the normalized repository (so a short name is no longer short).
+            name = str(ref)
         if options.all_tags:
             # As podman: no short-name resolution, docker.io normalisation only.
             return self._pull_all_tags(parse_normalized_named(name), policy, options, config)
@@ -364,4 +368,3 @@ def _pull_failure(errors: list[TowlineError], policy: PullPolicy) -> TowlineErro
         else TransportError
     )
     return cls(f"{len(errors)} errors occurred while pulling: {listed}")
-

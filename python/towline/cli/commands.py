@@ -32,8 +32,28 @@ class Globals:
 
 pass_globals = click.make_pass_decorator(Globals)
 
+#: Boolean options that, as podman's (pflag) do, mean true when given alone.
+_BARE_TRUE_OPTIONS = frozenset({"--tls-verify"})
 
-@click.command()
+
+class _PodmanBoolsCommand(click.Command):
+    """Reads boolean options as podman does: ``--tls-verify`` alone means true, and a
+    value must be attached (``--tls-verify=false``), so ``--tls-verify NAME`` keeps NAME."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _attach_true(args))
+
+
+def _attach_true(args: list[str]) -> list[str]:
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":  # the rest are arguments, even if they look like options
+            return out + args[i:]
+        out.append(f"{arg}=true" if arg in _BARE_TRUE_OPTIONS else arg)
+    return out
+
+
+@click.command(cls=_PodmanBoolsCommand)
 @click.argument("name")
 @click.option(
     "--policy",
@@ -60,8 +80,6 @@ pass_globals = click.make_pass_decorator(Globals)
 @click.option(
     "--tls-verify",
     type=click.BOOL,
-    is_flag=False,
-    flag_value=True,
     default=None,
     help="Require HTTPS and verify certificates (default: true unless registries.conf "
     "marks the registry insecure).",
@@ -89,7 +107,7 @@ def pull(
         options = PullOptions(
             platform=platform,
             all_tags=all_tags,
-            writer=None if quiet else sys.stderr,
+            writer=None if quiet else progress.lines if progress else sys.stderr,
             progress=progress,
             credentials=creds,
             auth_file=authfile,

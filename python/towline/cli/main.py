@@ -46,17 +46,17 @@ for command in commands.ALL:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn every error into one line on stderr."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="towline", standalone_mode=False)
+        # Not cli.main(): on Ctrl-C it prints a blank line before anything we could say.
+        with cli.make_context("towline", args) as ctx:
+            cli.invoke(ctx)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Error: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
+        # Usage errors included: podman exits 125 for a bad flag as for any failure.
+        _fail(exc.format_message(), exc)
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("Error: interrupted; the store is unchanged", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except TowlineError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from types import TracebackType
 from typing import TextIO
@@ -24,8 +25,8 @@ __all__ = ["LiveProgress"]
 class LiveProgress:
     """Rich progress bars, one per blob, fed by :class:`~towline.events.ProgressEvent`.
 
-    Used as the ``progress`` callback of a pull (called from download threads);
-    the plain podman lines go to ``writer`` only when no terminal is attached.
+    Used as the ``progress`` callback of a pull (called from download threads),
+    with :attr:`lines` as its ``writer``: podman's other lines print above the bars.
     """
 
     def __init__(self, stream: TextIO) -> None:
@@ -40,6 +41,11 @@ class LiveProgress:
         )
         self._tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
+
+    @property
+    def lines(self) -> io.StringIO:
+        """A writer for podman's lines while the bars show ("Trying to pull …")."""
+        return _LinesAboveBars(self._progress.console)
 
     def __enter__(self) -> LiveProgress:
         self._progress.start()
@@ -75,3 +81,20 @@ class LiveProgress:
             self._progress.update(task, completed=event.total or event.done, status="done")
         elif event.kind == "skipped":
             self._progress.update(task, total=1, completed=1, status="skipped: already exists")
+
+
+class _LinesAboveBars(io.StringIO):
+    """Prints each line written above the live bars, except the per-blob ones.
+
+    "Copying blob <id> done" would repeat what that blob's bar already says.
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self._console = console
+
+    def write(self, s: str) -> int:
+        for line in s.splitlines():
+            if not line.startswith("Copying "):
+                self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return len(s)

@@ -68,7 +68,14 @@ class Store:
         self._layers = LayerDirs(self.root / "layers")
         self._mutex = threading.RLock()
         try:
-            for directory in (self.root, self._blobs.root, self._layers.root, self.tmp_dir):
+            # blobs/sha256 exists from the start, so a failed pull leaves no trace at all.
+            for directory in (
+                self.root,
+                self._blobs.root,
+                self._blobs.root / "sha256",
+                self._layers.root,
+                self.tmp_dir,
+            ):
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
