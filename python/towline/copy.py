@@ -32,6 +32,7 @@ from towline.platform import Platform, choose_instance, normalize_platform, pars
 from towline.store import LayerRecord, Store, chain_ids
 from towline.store.records import ImageRecord
 from towline.transports.base import ImageSource
+from towline.unpack import unpack_stored_layer
 
 __all__ = ["CONFIG_SIZE_LIMIT", "copy_image_to_store"]
 
@@ -154,6 +155,7 @@ def _copy(
         platform=config.platform,
         created=config.created or "",
         layers=layers,
+        require_unpacked=options.unpack,
     )
 
 
@@ -203,13 +205,20 @@ def _copy_layers(
         )
 
     todo = []
+    local: list[LayerRecord] = []
     for i, desc in enumerate(manifest.layers):
-        existing = store.layer(chains[i])
-        if existing is not None:
+        existing = store.layer_record(chains[i])
+        unpacked = existing is not None and store.is_unpacked(chains[i])
+        if existing is not None and (unpacked or store.has_blob(existing.blob_digest)):
             records[i] = record(i, existing.uncompressed_size)
             reporter.blob_skipped(desc.digest, "layer")
+            if options.unpack and not unpacked:
+                local.append(existing)  # stored as a blob only: unpack it, no download
         else:
             todo.append(i)
+    for existing in local:
+        unpack_stored_layer(store, existing, durable=options.durable)
+        written.add(existing.chain_id, existing.blob_digest)
 
     cancel = threading.Event()
 

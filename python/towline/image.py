@@ -13,6 +13,7 @@ from towline import _native
 from towline.errors import StoreError
 from towline.store import Store
 from towline.store.records import ImageRecord
+from towline.unpack import unpack_stored_layer
 
 __all__ = ["Image", "Layer"]
 
@@ -115,14 +116,9 @@ class Image:
                 "directory; give a new or empty directory",
                 slug="destination_not_empty",
             )
+        for layer in self._record.layers:
+            unpack_stored_layer(self._store, layer)  # no-op for layers already unpacked
         layer_dirs = [self._store.layer_path(x.chain_id) for x in self._record.layers]
-        missing = [str(d) for d in layer_dirs if not d.is_dir()]
-        if missing:
-            raise StoreError(
-                f"image {self.id[:12]} is missing unpacked layers in {self._store.root} "
-                f"({', '.join(missing)}); remove it (towline rmi) and pull it again",
-                slug="layer_unknown",
-            )
         _native.apply_layers([str(d) for d in layer_dirs], target)
         return target
 

@@ -188,3 +188,31 @@ def test_events(runtime: towline.Runtime, test_images: dict[str, PushedImage]) -
     ok, failed = list(runtime.events)[-2:]
     assert (ok.type, ok.name, ok.id, ok.error) == ("pull", pushed.reference, image.id, None)
     assert failed.type == "pull-error" and "manifest unknown" in (failed.error or "")
+
+
+def test_pull_without_unpack_keeps_blobs_and_unpacks_on_demand(
+    runtime: towline.Runtime, test_images: dict[str, PushedImage], fault_proxy, tmp_path: Path
+) -> None:
+    pushed = test_images["zstd"]
+    name = f"{fault_proxy.host}/{pushed.repo}:{pushed.tag}"
+    [image] = runtime.pull(name, options=towline.PullOptions(tls_verify=False, unpack=False))
+    assert list((runtime.root / "layers").iterdir()) == []
+    for layer in pushed.layers:
+        assert (runtime.root / "blobs/sha256" / layer.digest[7:]).is_file()
+    # Unpacking later needs no network: the stored blobs are verified and unpacked.
+    fault_proxy.stop()
+    image.unpack(tmp_path / "rootfs")
+    assert (tmp_path / "rootfs/etc/hostname").read_bytes() == b"towline-test\n"
+    assert len(list((runtime.root / "layers").iterdir())) == len(pushed.layers)
+
+
+def test_unpacking_pull_after_a_blob_only_pull_downloads_nothing(
+    runtime: towline.Runtime, test_images: dict[str, PushedImage], fault_proxy
+) -> None:
+    pushed = test_images["docker"]
+    name = f"{fault_proxy.host}/{pushed.repo}:{pushed.tag}"
+    runtime.pull(name, options=towline.PullOptions(tls_verify=False, unpack=False))
+    fault_proxy.reset()
+    runtime.pull(name, "always", towline.PullOptions(tls_verify=False))
+    assert not [e for e in fault_proxy.log if "/blobs/" in e.path and e.method == "GET"][1:]
+    assert len(list((runtime.root / "layers").iterdir())) == len(pushed.layers)

@@ -204,10 +204,17 @@ class Store:
 
     def layer(self, chain_id: str) -> LayerRecord | None:
         """The layer if it is committed in the database and its directory is present."""
-        path = self._layers.path(chain_id)
+        record = self.layer_record(chain_id)
+        return record if record is not None and self.is_unpacked(chain_id) else None
+
+    def layer_record(self, chain_id: str) -> LayerRecord | None:
+        """The committed layer row, whether or not the layer is unpacked."""
         with self._reading() as conn:
-            record = layerdb.read_layer(conn, chain_id)
-        return record if record is not None and path.is_dir() else None
+            return layerdb.read_layer(conn, chain_id)
+
+    def is_unpacked(self, chain_id: str) -> bool:
+        """True when the layer's directory is in place (complete: it was renamed there)."""
+        return self._layers.has(chain_id)
 
     def image(self, image_id: str) -> ImageRecord | None:
         """The image with this full ID (64 hex, ``sha256:`` allowed), or None."""
@@ -291,12 +298,15 @@ class Store:
         platform: str,
         created: str,
         layers: Sequence[LayerRecord],
+        require_unpacked: bool = True,
     ) -> ImageRecord:
         """Record a pulled image, its layers and names in one transaction; return it.
 
         Every layer directory and the manifest, config (and list) blobs must already be in
-        place. An image with the same ID is merged: its names and digests are extended and
-        the new manifest becomes current. Names move: a name held by another image is
+        place; with ``require_unpacked=False`` a layer may instead be present as its blob
+        only (a pull with ``unpack=False``; it is unpacked when first needed). An image
+        with the same ID is merged: its names and digests are extended and the new
+        manifest becomes current. Names move: a name held by another image is
         taken from it, and that image stays, untagged.
         """
         hex_ = parse_image_id(image_id)
@@ -326,7 +336,9 @@ class Store:
         with self._writing() as (conn, trash):
             # Checked under the write lock: a concurrent removal either already moved
             # these files away (we fail) or will see them referenced (it keeps them).
-            self._check_files(hex_, [*manifest_digests, config_digest], chain)
+            self._check_files(
+                hex_, [*manifest_digests, config_digest], layers, require_unpacked
+            )
             existing = read_image(conn, hex_)
             if existing is not None and [x.chain_id for x in existing.layers] != chain:
                 raise StoreError(
@@ -343,7 +355,13 @@ class Store:
         assert record is not None
         return record
 
-    def _check_files(self, image_id: str, blobs: Iterable[str], chain: Iterable[str]) -> None:
+    def _check_files(
+        self,
+        image_id: str,
+        blobs: Iterable[str],
+        layers: Iterable[LayerRecord],
+        require_unpacked: bool,
+    ) -> None:
         for digest in blobs:
             if not self._blobs.has(digest):
                 raise StoreError(
@@ -351,7 +369,10 @@ class Store:
                     "in the store; write it with write_blob() first, or pull again",
                     slug="blob_unknown",
                 )
-        for chain_id in chain:
+        for layer in layers:
+            chain_id = layer.chain_id
+            if not require_unpacked and self._blobs.has(layer.blob_digest):
+                continue
             if not self._layers.has(chain_id):
                 raise StoreError(
                     f"cannot commit image {image_id[:12]} to {self.root}: layer {chain_id} is "
