@@ -226,9 +226,7 @@ class Runtime:
             auth_file=_path(options.auth_file),
             cert_dir=_path(options.cert_dir),
             max_retries=config.engine.retry if options.max_retries is None else options.max_retries,
-            retry_delay=(
-                config.engine.retry_delay if options.retry_delay is None else options.retry_delay
-            ),
+            retry_delay=_first_set(options.retry_delay, config.engine.retry_delay, 1.0),
         )
 
     def _pull_all_tags(
@@ -349,6 +347,11 @@ class Runtime:
             )
         finally:
             source.close()
+
+
+def _first_set(*values: float | None) -> float | None:
+    """The first value that is not None (libimage: option, containers.conf, then 1s)."""
+    return next((v for v in values if v is not None), None)
 
 
 def _path(value: str | os.PathLike[str] | None) -> Path | None:

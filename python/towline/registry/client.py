@@ -162,36 +162,47 @@ class RegistryClient:
             if self._base_url is not None:
                 return
             schemes = ["https"] if self.tls_verify else ["https", "http"]
-            failures: list[tuple[str, BaseException | None]] = []
-            for scheme in schemes:
-                url = f"{scheme}://{self._endpoint}/v2/"
-                try:
-                    response = self._ping_once(url)
-                except httpx.HTTPError as exc:
-                    failures.append((describe_exception(exc), exc))
-                    continue
-                with closing(response):
-                    if response.status_code in (200, 401):
-                        if response.status_code == 401:
-                            response.read()
-                            self.auth.observe(response)
-                        self._base_url = f"{scheme}://{self._endpoint}"
-                        return
-                    status = f"{response.status_code} {response.reason_phrase}"
-                    failures.append((f"received unexpected HTTP status: {status}", None))
-            reason, last_exc = failures[-1]
-            first_exc = failures[0][1]
-            if self.tls_verify and first_exc is not None and is_tls_error(first_exc):
-                reason += "; if the registry serves plain HTTP, use --tls-verify=false"
-            raise TransportError(
-                f"pinging container registry {self.host}: {reason}", slug="ping"
-            ) from last_exc
+            answered: list[str] = []
 
-    def _ping_once(self, url: str) -> httpx.Response:
-        # The ping goes out without credentials, as c/image's: it only learns the challenge.
-        return send_with_retries(
-            lambda: self._send("GET", url, anonymous=True), self._retry, f"GET {url}"
-        )
+            def ping_round() -> httpx.Response:
+                # One attempt tries every scheme; retries repeat the round (as c/image's
+                # whole-operation retry), not each scheme separately.
+                last: httpx.HTTPError | None = None
+                for scheme in schemes:
+                    try:
+                        response = self._send(
+                            "GET", f"{scheme}://{self._endpoint}/v2/", anonymous=True
+                        )
+                    except httpx.HTTPError as exc:
+                        last = exc
+                        continue
+                    answered.append(scheme)
+                    return response
+                assert last is not None
+                raise last
+
+            try:
+                response = send_with_retries(ping_round, self._retry, f"GET {self._endpoint}/v2/")
+            except httpx.HTTPError as exc:
+                reason = describe_exception(exc)
+                if self.tls_verify and is_tls_error(exc):
+                    reason += "; if the registry serves plain HTTP, use --tls-verify=false"
+                raise TransportError(
+                    f"pinging container registry {self.host}: {reason}", slug="ping"
+                ) from exc
+            with closing(response):
+                if response.status_code in (200, 401):
+                    if response.status_code == 401:
+                        response.read()
+                        self.auth.observe(response)
+                    self._base_url = f"{answered[-1]}://{self._endpoint}"
+                    return
+                status = f"{response.status_code} {response.reason_phrase}"
+            raise TransportError(
+                f"pinging container registry {self.host}: "
+                f"received unexpected HTTP status: {status}",
+                slug="ping",
+            )
 
     # === manifests
     def get_manifest(self, repo: str, reference: str) -> FetchedManifest:
