@@ -336,9 +336,7 @@ class Store:
         with self._writing() as (conn, trash):
             # Checked under the write lock: a concurrent removal either already moved
             # these files away (we fail) or will see them referenced (it keeps them).
-            self._check_files(
-                hex_, [*manifest_digests, config_digest], layers, require_unpacked
-            )
+            self._check_files(hex_, [*manifest_digests, config_digest], layers, require_unpacked)
             existing = read_image(conn, hex_)
             if existing is not None and [x.chain_id for x in existing.layers] != chain:
                 raise StoreError(
