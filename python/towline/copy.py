@@ -20,7 +20,6 @@ from towline.errors import TowlineError, TransportError
 from towline.events import Reporter
 from towline.manifest import (
     ImageConfig,
-    ImageIndex,
     ImageManifest,
     compute_digest,
     parse_image_config,
@@ -74,89 +73,198 @@ def copy_image_to_store(
 
     ``expected`` is the platform to warn about when the config says otherwise.
     """
-    written = _Written()
+    copier = _Copier(source, store, options, reporter, parallel)
     try:
-        return _copy(source, store, names, wanted, expected, options, reporter, parallel, written)
+        return copier.run(names, wanted, expected)
     except BaseException:
-        store.discard_unreferenced(written.chains, written.blobs)
+        store.discard_unreferenced(copier.written.chains, copier.written.blobs)
         raise
 
 
-def _copy(
-    source: ImageSource,
-    store: Store,
-    names: Sequence[str],
-    wanted: Sequence[Platform],
-    expected: Platform | None,
-    options: PullOptions,
-    reporter: Reporter,
-    parallel: int,
-    written: _Written,
-) -> ImageRecord:
-    # === manifest (and the platform's instance when it is an index)
-    raw, media_type = source.get_manifest()
-    parsed = parse_manifest(raw, media_type)
+@dataclass
+class _Picked:
+    """The single-image manifest to copy, and the index it was picked from, if any."""
+
+    manifest: ImageManifest
+    raw: bytes
     list_raw: bytes | None = None
     list_digest: str | None = None
-    if isinstance(parsed, ImageIndex):
-        list_raw, list_digest = raw, compute_digest(raw)
+
+
+@dataclass
+class _Copier:
+    """One copy in progress: the source, the store and what has been written so far."""
+
+    source: ImageSource
+    store: Store
+    options: PullOptions
+    reporter: Reporter
+    parallel: int
+    written: _Written = field(default_factory=_Written)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def run(
+        self, names: Sequence[str], wanted: Sequence[Platform], expected: Platform | None
+    ) -> ImageRecord:
+        picked = self.pick_manifest(wanted)
+        manifest = picked.manifest
+        manifest_digest = compute_digest(picked.raw)
+        config_raw, config = self.read_config(manifest)
+        _warn_platform(config, expected, self.reporter)
+        layers = self.copy_layers(manifest, config)
+
+        # === config, manifest and the image record, in one commit
+        config_digest = manifest.config.digest
+        for digest, data in (
+            (config_digest, config_raw),
+            (manifest_digest, picked.raw),
+            *([(picked.list_digest, picked.list_raw)] if picked.list_raw else []),
+        ):
+            if digest is not None and data is not None and not self.store.has_blob(digest):
+                self.written.add(None, digest)
+                self.store.write_blob(digest, data)
+        self.reporter.blob_done(config_digest, "config", manifest.config.size)
+        self.reporter.line("Writing manifest to image destination")
+        return self.store.commit_image(
+            image_id=config_digest,
+            names=list(names),
+            manifest_digest=manifest_digest,
+            manifest_media_type=manifest.media_type,
+            config_digest=config_digest,
+            list_digest=picked.list_digest,
+            platform=config.platform,
+            created=config.created or "",
+            layers=layers,
+            require_unpacked=self.options.unpack,
+        )
+
+    # === manifest (and the platform's instance when it is an index)
+    def pick_manifest(self, wanted: Sequence[Platform]) -> _Picked:
+        source = self.source
+        raw, media_type = source.get_manifest()
+        parsed = parse_manifest(raw, media_type)
+        if isinstance(parsed, ImageManifest):
+            return _Picked(parsed, raw)
         entry = choose_instance(json.loads(raw), wanted, media_type=media_type)
         instance = str(entry["digest"])
-        raw, media_type = source.get_manifest(instance)
-        verify_digest(raw, instance, f"manifest {instance} of {source.description}")
-        parsed = parse_manifest(raw, media_type)
-        if not isinstance(parsed, ImageManifest):
+        instance_raw, instance_type = source.get_manifest(instance)
+        verify_digest(instance_raw, instance, f"manifest {instance} of {source.description}")
+        chosen = parse_manifest(instance_raw, instance_type)
+        if not isinstance(chosen, ImageManifest):
             raise TransportError(
                 f"{source.description}: index entry {instance} is itself an index; "
                 "nested indexes are not supported",
                 slug="invalid_manifest",
             )
-    manifest: ImageManifest = parsed
-    manifest_digest = compute_digest(raw)
+        return _Picked(chosen, instance_raw, raw, compute_digest(raw))
 
     # === config
-    reporter.line("Getting image source signatures")
-    config_desc = manifest.config
-    if store.has_blob(config_desc.digest):
-        config_raw = store.read_blob(config_desc.digest)
-    else:
-        config_raw = source.get_config(config_desc.digest, CONFIG_SIZE_LIMIT)
-    verify_digest(config_raw, config_desc.digest, f"config of {source.description}")
-    config = parse_image_config(config_raw)
-    if len(config.diff_ids) != len(manifest.layers):
-        raise TransportError(
-            f"{source.description}: the manifest lists {len(manifest.layers)} layers but the "
-            f"config has {len(config.diff_ids)} diff_ids; the image is broken at its source",
-            slug="invalid_manifest",
-        )
-    _warn_platform(config, expected, reporter)
+    def read_config(self, manifest: ImageManifest) -> tuple[bytes, ImageConfig]:
+        self.reporter.line("Getting image source signatures")
+        desc = manifest.config
+        if self.store.has_blob(desc.digest):
+            raw = self.store.read_blob(desc.digest)
+        else:
+            raw = self.source.get_config(desc.digest, CONFIG_SIZE_LIMIT)
+        verify_digest(raw, desc.digest, f"config of {self.source.description}")
+        config = parse_image_config(raw)
+        if len(config.diff_ids) != len(manifest.layers):
+            raise TransportError(
+                f"{self.source.description}: the manifest lists {len(manifest.layers)} layers "
+                f"but the config has {len(config.diff_ids)} diff_ids; the image is broken at "
+                "its source",
+                slug="invalid_manifest",
+            )
+        return raw, config
 
     # === layers
-    layers = _copy_layers(source, store, manifest, config, options, reporter, parallel, written)
+    def copy_layers(self, manifest: ImageManifest, config: ImageConfig) -> list[LayerRecord]:
+        store = self.store
+        chains = chain_ids(config.diff_ids)
+        records: list[LayerRecord | None] = [None] * len(chains)
 
-    # === config, manifest and the image record, in one commit
-    for digest, data in (
-        (config_desc.digest, config_raw),
-        (manifest_digest, raw),
-        *([(list_digest, list_raw)] if list_digest and list_raw else []),
-    ):
-        if not store.has_blob(digest):
-            written.add(None, digest)
-            store.write_blob(digest, data)
-    reporter.blob_done(config_desc.digest, "config", config_desc.size)
-    reporter.line("Writing manifest to image destination")
-    return store.commit_image(
-        image_id=config_desc.digest,
-        names=list(names),
-        manifest_digest=manifest_digest,
-        manifest_media_type=manifest.media_type,
-        config_digest=config_desc.digest,
-        list_digest=list_digest,
-        platform=config.platform,
-        created=config.created or "",
-        layers=layers,
-        require_unpacked=options.unpack,
-    )
+        def record(i: int, uncompressed_size: int) -> LayerRecord:
+            desc = manifest.layers[i]
+            return LayerRecord(
+                chain_id=chains[i],
+                diff_id=config.diff_ids[i],
+                parent=chains[i - 1] if i else None,
+                blob_digest=desc.digest,
+                compressed_size=desc.size,
+                uncompressed_size=uncompressed_size,
+                media_type=desc.media_type,
+            )
+
+        todo = []
+        local: list[LayerRecord] = []
+        for i, desc in enumerate(manifest.layers):
+            existing = store.layer_record(chains[i])
+            unpacked = existing is not None and store.is_unpacked(chains[i])
+            if existing is not None and (unpacked or store.has_blob(existing.blob_digest)):
+                records[i] = record(i, existing.uncompressed_size)
+                self.reporter.blob_skipped(desc.digest, "layer")
+                if self.options.unpack and not unpacked:
+                    local.append(existing)  # stored as a blob only: unpack it, no download
+            else:
+                todo.append(i)
+        for existing in local:
+            unpack_stored_layer(store, existing, durable=self.options.durable)
+            self.written.add(existing.chain_id, existing.blob_digest)
+
+        def fetch(i: int) -> LayerRecord:
+            desc = manifest.layers[i]
+            result = self.fetch_layer(desc.digest, desc.size, chains[i], config.diff_ids[i])
+            self.written.add(None if result["unpack_existed"] else chains[i], desc.digest)
+            self.reporter.blob_done(desc.digest, "layer", desc.size)
+            return record(i, result["uncompressed_size"] or 0)
+
+        if todo:
+            workers = max(1, min(self.parallel, len(todo)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures: dict[Future[LayerRecord], int] = {pool.submit(fetch, i): i for i in todo}
+                try:
+                    for future in as_completed(futures):
+                        records[futures[future]] = future.result()
+                except BaseException:
+                    # Stop the other downloads at their next chunk; the pool waits for them.
+                    self.cancel.set()
+                    for future in futures:
+                        future.cancel()
+                    raise
+        return [r for r in records if r is not None]
+
+    def fetch_layer(self, digest: str, size: int, chain: str, diff_id: str) -> _native._SinkResult:
+        self.reporter.blob_started(digest, "layer", size)
+        # A server that ignores Range cannot resume: start the blob over, once.
+        for attempt in (1, 2):
+            done = 0
+
+            def progress(n: int) -> None:
+                nonlocal done
+                if self.cancel.is_set():
+                    raise _Cancelled
+                done += n
+                self.reporter.blob_advanced(digest, "layer", done, size)
+
+            sink = _native.LayerSink(
+                self.store.blob_path(digest),
+                self.store.layer_path(chain) if self.options.unpack else None,
+                digest,
+                size,
+                diff_id,
+                durable=self.options.durable,
+            )
+            try:
+                self.source.copy_blob(digest, size, sink, progress)
+                return sink.finish()
+            except TransportError as exc:
+                sink.abort()
+                if exc.slug != "range_not_supported" or attempt == 2:
+                    raise
+            except BaseException:
+                sink.abort()
+                raise
+        raise AssertionError("unreachable")
 
 
 def _warn_platform(config: ImageConfig, expected: Platform | None, reporter: Reporter) -> None:
@@ -177,122 +285,3 @@ def _warn_platform(config: ImageConfig, expected: Platform | None, reporter: Rep
         reporter.line(
             f"WARNING: image platform ({actual}) does not match the expected platform ({want})"
         )
-
-
-def _copy_layers(
-    source: ImageSource,
-    store: Store,
-    manifest: ImageManifest,
-    config: ImageConfig,
-    options: PullOptions,
-    reporter: Reporter,
-    parallel: int,
-    written: _Written,
-) -> list[LayerRecord]:
-    chains = chain_ids(config.diff_ids)
-    records: list[LayerRecord | None] = [None] * len(chains)
-
-    def record(i: int, uncompressed_size: int) -> LayerRecord:
-        desc = manifest.layers[i]
-        return LayerRecord(
-            chain_id=chains[i],
-            diff_id=config.diff_ids[i],
-            parent=chains[i - 1] if i else None,
-            blob_digest=desc.digest,
-            compressed_size=desc.size,
-            uncompressed_size=uncompressed_size,
-            media_type=desc.media_type,
-        )
-
-    todo = []
-    local: list[LayerRecord] = []
-    for i, desc in enumerate(manifest.layers):
-        existing = store.layer_record(chains[i])
-        unpacked = existing is not None and store.is_unpacked(chains[i])
-        if existing is not None and (unpacked or store.has_blob(existing.blob_digest)):
-            records[i] = record(i, existing.uncompressed_size)
-            reporter.blob_skipped(desc.digest, "layer")
-            if options.unpack and not unpacked:
-                local.append(existing)  # stored as a blob only: unpack it, no download
-        else:
-            todo.append(i)
-    for existing in local:
-        unpack_stored_layer(store, existing, durable=options.durable)
-        written.add(existing.chain_id, existing.blob_digest)
-
-    cancel = threading.Event()
-
-    def fetch(i: int) -> LayerRecord:
-        desc = manifest.layers[i]
-        result = _fetch_layer(
-            source,
-            store,
-            desc.digest,
-            desc.size,
-            chains[i],
-            config.diff_ids[i],
-            options,
-            reporter,
-            cancel,
-        )
-        written.add(None if result["unpack_existed"] else chains[i], desc.digest)
-        reporter.blob_done(desc.digest, "layer", desc.size)
-        return record(i, result["uncompressed_size"] or 0)
-
-    if todo:
-        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(todo)))) as pool:
-            futures: dict[Future[LayerRecord], int] = {pool.submit(fetch, i): i for i in todo}
-            try:
-                for future in as_completed(futures):
-                    records[futures[future]] = future.result()
-            except BaseException:
-                # Stop the other downloads at their next chunk; the pool waits for them.
-                cancel.set()
-                for future in futures:
-                    future.cancel()
-                raise
-    return [r for r in records if r is not None]
-
-
-def _fetch_layer(
-    source: ImageSource,
-    store: Store,
-    digest: str,
-    size: int,
-    chain: str,
-    diff_id: str,
-    options: PullOptions,
-    reporter: Reporter,
-    cancel: threading.Event,
-) -> _native._SinkResult:
-    reporter.blob_started(digest, "layer", size)
-    # A server that ignores Range cannot resume: start the blob over, once.
-    for attempt in (1, 2):
-        done = 0
-
-        def progress(n: int) -> None:
-            nonlocal done
-            if cancel.is_set():
-                raise _Cancelled
-            done += n
-            reporter.blob_advanced(digest, "layer", done, size)
-
-        sink = _native.LayerSink(
-            store.blob_path(digest),
-            store.layer_path(chain) if options.unpack else None,
-            digest,
-            size,
-            diff_id,
-            durable=options.durable,
-        )
-        try:
-            source.copy_blob(digest, size, sink, progress)
-            return sink.finish()
-        except TransportError as exc:
-            sink.abort()
-            if exc.slug != "range_not_supported" or attempt == 2:
-                raise
-        except BaseException:
-            sink.abort()
-            raise
-    raise AssertionError("unreachable")
