@@ -14,21 +14,44 @@ use std::sync::Arc;
 
 use crate::error::{into_io, Error};
 
+/// A chunk of a stream; shared so one buffer can go to several consumers.
+pub type Chunk = Arc<Vec<u8>>;
+
+/// Where a consumer returns buffers it was the last to hold, so the producer
+/// reuses them instead of allocating (and page-faulting in) fresh ones.
+#[derive(Clone)]
+pub struct Recycler(SyncSender<Vec<u8>>);
+
+impl Recycler {
+    pub fn new(capacity: usize) -> (Recycler, Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        (Recycler(tx), rx)
+    }
+
+    /// Gives the buffer back if no one else holds the chunk (else does nothing).
+    pub fn give_back(&self, chunk: Chunk) {
+        if let Ok(buf) = Arc::try_unwrap(chunk) {
+            let _ = self.0.try_send(buf);
+        }
+    }
+}
+
 /// The caller's end.
 pub struct Feed {
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<Chunk>>,
     consumed: Option<Receiver<()>>,
     cancelled: Arc<AtomicBool>,
 }
 
 /// The worker's end.
 pub struct ChunkReader {
-    rx: Receiver<Vec<u8>>,
-    buf: Vec<u8>,
+    rx: Receiver<Chunk>,
+    buf: Chunk,
     pos: usize,
     holding_chunk: bool,
     consumed: Option<SyncSender<()>>,
     cancelled: Arc<AtomicBool>,
+    recycler: Option<Recycler>,
 }
 
 pub fn channel(depth: usize, inline: bool) -> (Feed, ChunkReader) {
@@ -48,11 +71,12 @@ pub fn channel(depth: usize, inline: bool) -> (Feed, ChunkReader) {
         },
         ChunkReader {
             rx,
-            buf: Vec::new(),
+            buf: Arc::new(Vec::new()),
             pos: 0,
             holding_chunk: false,
             consumed: ack_tx,
             cancelled,
+            recycler: None,
         },
     )
 }
@@ -60,7 +84,7 @@ pub fn channel(depth: usize, inline: bool) -> (Feed, ChunkReader) {
 impl Feed {
     /// Hands a chunk to the worker. Returns false when the worker has stopped
     /// (it failed, or it is done); the caller then joins it for the reason.
-    pub fn send(&self, chunk: Vec<u8>) -> bool {
+    pub fn send(&self, chunk: Chunk) -> bool {
         let Some(tx) = &self.tx else { return false };
         if tx.send(chunk).is_err() {
             return false;
@@ -85,6 +109,11 @@ impl Feed {
 }
 
 impl ChunkReader {
+    /// Used-up chunks go back to the producer through `recycler`.
+    pub fn recycle_into(&mut self, recycler: Recycler) {
+        self.recycler = Some(recycler);
+    }
+
     fn next_chunk(&mut self) -> io::Result<bool> {
         if self.holding_chunk {
             self.holding_chunk = false;
@@ -95,7 +124,10 @@ impl ChunkReader {
         }
         match self.rx.recv() {
             Ok(chunk) => {
-                self.buf = chunk;
+                let used = std::mem::replace(&mut self.buf, chunk);
+                if let Some(recycler) = &self.recycler {
+                    recycler.give_back(used);
+                }
                 self.pos = 0;
                 self.holding_chunk = true;
                 Ok(true)
@@ -111,15 +143,15 @@ impl ChunkReader {
     /// sniffing magic numbers that may straddle two chunks.
     pub fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
         while self.buf.len() - self.pos < n {
-            let rest = self.buf.split_off(self.pos);
+            let rest = self.buf[self.pos..].to_vec();
             if !self.next_chunk()? {
-                self.buf = rest;
+                self.buf = Arc::new(rest);
                 self.pos = 0;
                 break;
             }
             let mut merged = rest;
             merged.extend_from_slice(&self.buf);
-            self.buf = merged;
+            self.buf = Arc::new(merged);
             self.pos = 0;
         }
         Ok(&self.buf[self.pos..])
@@ -166,7 +198,7 @@ mod tests {
             (head, all)
         });
         for part in [b"ab".to_vec(), b"cd".to_vec(), b"efgh".to_vec()] {
-            assert!(feed.send(part));
+            assert!(feed.send(Arc::new(part)));
         }
         feed.close();
         let (head, all) = worker.join().unwrap();
@@ -183,7 +215,7 @@ mod tests {
             all
         });
         for _ in 0..10 {
-            assert!(feed.send(vec![7; 1000]));
+            assert!(feed.send(Arc::new(vec![7; 1000])));
         }
         feed.close();
         assert_eq!(worker.join().unwrap().len(), 10_000);
@@ -192,7 +224,7 @@ mod tests {
     #[test]
     fn cancel_is_an_error_not_eof() {
         let (mut feed, mut reader) = channel(1, false);
-        feed.send(b"x".to_vec());
+        feed.send(Arc::new(b"x".to_vec()));
         feed.cancel();
         let mut all = Vec::new();
         assert!(reader.read_to_end(&mut all).is_err());

@@ -72,9 +72,25 @@ struct DirMeta {
 
 pub struct Unpacker {
     resolver: Resolver,
+    /// The process umask (what the kernel strips from creation modes).
+    umask: u32,
     opts: UnpackOptions,
     dirs: HashMap<Vec<u8>, DirMeta>,
     pub stats: UnpackStats,
+}
+
+/// The umask, read without changing it (umask(2) would race other threads).
+/// Unknown means "assume everything is masked": then every file gets a chmod.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
 }
 
 fn timestamps(t: Timestamp) -> Timestamps {
@@ -101,6 +117,7 @@ impl Unpacker {
     pub fn new(root: &Path, opts: UnpackOptions) -> Self {
         Unpacker {
             resolver: Resolver::new(root),
+            umask: current_umask(),
             opts,
             dirs: HashMap::new(),
             stats: UnpackStats::default(),
@@ -161,14 +178,14 @@ impl Unpacker {
 
     /// Runs `create`; if something already sits at `full`, removes it (a
     /// directory with all its contents) and runs `create` again.
-    fn replace_with(
+    fn replace_with<T>(
         &mut self,
         rel: &[u8],
         full: &Path,
-        create: impl Fn(&Path) -> std::io::Result<()>,
-    ) -> Result<()> {
+        create: impl Fn(&Path) -> std::io::Result<T>,
+    ) -> Result<T> {
         match create(full) {
-            Ok(()) => Ok(()),
+            Ok(created) => Ok(created),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 self.remove_existing(rel, full)?;
                 create(full).map_err(|e| Error::io("create", full, e))
@@ -228,22 +245,18 @@ impl Unpacker {
         full: &Path,
         tar: &mut TarReader<R>,
     ) -> Result<()> {
+        // Created with its final permission bits, so the common case needs no
+        // chmod; create_new gives EEXIST on any existing path, symlinks included
+        // (never followed), and the fd stays writable whatever the mode.
         let open = |p: &Path| {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .mode(0o600)
+                .mode(entry.mode & 0o777)
                 .open(p)
-                .map(|_| ())
         };
-        // create_new gives EEXIST on any existing path, symlinks included (never followed).
-        self.replace_with(rel, full, open)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(full)
-            .map_err(|e| Error::io("open", full, e))?;
+        let mut file = self.replace_with(rel, full, open)?;
         match &entry.sparse {
             None => copy_data(tar, &mut file, full)?,
             Some(regions) => {
@@ -264,9 +277,11 @@ impl Unpacker {
             )
             .map_err(|e| os_err("chown", full, e))?;
         }
-        // After chown, which clears set-id bits.
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
-            .map_err(|e| os_err("chmod", full, e))?;
+        // After chown, which clears set-id bits; also restores bits the umask took.
+        if entry.mode & (0o7000 | self.umask) != 0 {
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(entry.mode))
+                .map_err(|e| os_err("chmod", full, e))?;
+        }
         if self.opts.xattrs {
             for (name, value) in &entry.xattrs {
                 let res = rustix::fs::fsetxattr(&file, name.as_slice(), value, XattrFlags::empty());
