@@ -1,0 +1,169 @@
+"""Smoke test of the end-to-end benchmark harness (benches/e2e.py): tiny images, one round.
+
+It runs the real script against a real registry, so every peer tool pulls, and the harness
+checks what each one left (image ID and digest, unpacked marker file, OCI index). On CI a
+missing podman or skopeo fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.tools import require_tool
+
+BENCHES = Path(__file__).resolve().parents[1] / "benches"
+sys.path.insert(0, str(BENCHES))
+
+import e2e  # noqa: E402  (benches/ is not a package; it goes on sys.path just above)
+from e2e_images import BenchImage  # noqa: E402
+
+IMAGES = ("tiny-gzip", "tiny-zstd")
+PEERS = ("podman-overlay", "podman-vfs", "skopeo", "tar")
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What one run of the script printed and wrote."""
+
+    table: str
+    result: dict[str, Any]
+    cache: Path
+
+
+def _require_root() -> None:
+    if os.geteuid() == 0:
+        return
+    message = "the e2e benchmark needs root (podman's own --root, tmpfs in a mount namespace)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must run it as root", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    """``benches/e2e.py`` on the tiny images, 1 round, with its own image cache."""
+    for tool in ("docker-registry", "podman", "skopeo"):
+        require_tool(tool)
+    _require_root()
+    work = tmp_path_factory.mktemp("e2e-bench")
+    cache = work / "cache"
+    out = work / "result.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHES / "e2e.py"),
+            "--images",
+            ",".join(IMAGES),
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+            "--allow-tmpfs",  # CI's /tmp may be a tmpfs; tiny images make that harmless
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOWLINE_BENCH_CACHE": str(cache)},
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    return BenchRun(done.stdout, json.loads(out.read_text()), cache)
+
+
+def test_table_has_a_row_per_tool_and_a_column_per_image(bench_run: BenchRun) -> None:
+    header = next(line for line in bench_run.table.splitlines() if line.startswith("| tool |"))
+    assert header == "| tool | tiny-gzip | tiny-zstd |"
+    for key in e2e.TOOL_KEYS:
+        label = bench_run.result["tools"][key]["label"]
+        assert any(line.startswith(f"| {label}") for line in bench_run.table.splitlines())
+    assert bench_run.table.startswith("`python benches/e2e.py --images tiny-gzip,tiny-zstd ")
+
+
+@pytest.mark.parametrize("tool", PEERS)
+def test_every_peer_pulled_the_right_image(bench_run: BenchRun, tool: str) -> None:
+    entry = bench_run.result["tools"][tool]
+    assert entry["unavailable"] is None
+    for image in IMAGES:
+        cell = entry["results"][image]
+        assert cell["error"] is None
+        # One warm-up and one timed run, each checked against the image's digests and marker.
+        assert cell["verified_runs"] == 2
+        assert len(cell["samples"]) == 1
+        assert 0 < cell["samples"][0] < 60
+
+
+def test_towline_pulled_or_is_reported_missing(bench_run: BenchRun) -> None:
+    entry = bench_run.result["tools"]["towline"]
+    if entry["unavailable"] is not None:
+        assert entry["unavailable"].startswith("towline CLI not available")
+        assert "towline CLI not available" in bench_run.table
+        return
+    for image in IMAGES:
+        cell = entry["results"][image]
+        assert cell["error"] is None
+        assert cell["verified_runs"] == 2
+        assert cell["ratio_vs_towline"] == pytest.approx(1.0)
+        podman = bench_run.result["tools"]["podman-vfs"]["results"][image]
+        assert podman["ratio_of_medians"] == pytest.approx(podman["median"] / cell["median"])
+        # One round: the paired ratio is the ratio of the two runs.
+        assert podman["ratio_vs_towline"] == pytest.approx(podman["ratio_of_medians"])
+
+
+def test_no_store_is_left_behind(bench_run: BenchRun) -> None:
+    assert list((bench_run.cache / "runs").iterdir()) == []
+
+
+def _report(towline_unavailable: str | None) -> e2e.Report:
+    rows = [
+        e2e.ToolRow("towline", "towline pull", towline_unavailable),
+        e2e.ToolRow("podman-overlay", "podman pull (overlay)", None),
+        e2e.ToolRow("tar", "tar -x of the layers", None),
+    ]
+    samples = {
+        "towline": [1.0, 3.0, 2.0],
+        "podman-overlay": [5.0, 4.0, 6.0],
+        "tar": [2.5, 2.5, 2.5],
+    }
+    for row in rows:
+        cell = e2e.Cell() if row.unavailable else e2e.Cell(samples[row.key], verified=3)
+        row.cells = {"small-files": cell}
+    image = BenchImage(
+        name="small-files",
+        directory=Path("/nonexistent"),
+        description="synthetic",
+        compression="gzip",
+        manifest_digest="sha256:" + "1" * 64,
+        config_digest="sha256:" + "2" * 64,
+        media_type="application/vnd.oci.image.manifest.v1+json",
+        layers=(),
+        entries=3,
+        uncompressed_size=0,
+    )
+    return e2e.Report("python benches/e2e.py", 3, [image], rows, [], {"cpus": "2"})
+
+
+def test_ratios_pair_the_runs_of_each_round() -> None:
+    report = _report(None)
+    # Rounds: 5/1, 4/3, 6/2 -> median 3; a ratio of medians would say 5/2.
+    assert report.ratio("podman-overlay", "small-files") == pytest.approx(3.0)
+    assert report.ratio_of_medians("podman-overlay", "small-files") == pytest.approx(2.5)
+    assert report.ratio("tar", "small-files") == pytest.approx(1.25)
+    table = e2e.render_markdown(report)
+    assert "| podman pull (overlay) | 5.00 s (3.00x) |" in table
+    assert "| towline pull | 2.00 s (1.00x) |" in table
+
+
+def test_missing_towline_cli_gets_its_own_row() -> None:
+    report = _report("towline CLI not available (towline --help: No module named 'x')")
+    assert report.ratio("podman-overlay", "small-files") is None
+    table = e2e.render_markdown(report)
+    assert "| towline pull: towline CLI not available" in table
+    assert "| podman pull (overlay) | 5.00 s |" in table
