@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
+use crate::syncer::SyncQueue;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -45,11 +46,16 @@ fn parent_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// Bytes between two early-writeback requests for a staged file.
+const WRITEBACK_EVERY: u64 = 16 << 20;
+
 /// A file written under a temporary name and renamed over `dest` on commit.
 pub struct StagedFile {
     tmp: PathBuf,
     dest: PathBuf,
     file: Option<File>,
+    sync: Option<SyncQueue>,
+    unsynced: u64,
 }
 
 impl StagedFile {
@@ -65,16 +71,42 @@ impl StagedFile {
             tmp,
             dest: dest.to_path_buf(),
             file: Some(file),
+            sync: None,
+            unsynced: 0,
         })
     }
 
+    /// The directory the file is staged in (and will be renamed within).
+    pub fn dir(&self) -> &Path {
+        parent_of(&self.dest)
+    }
+
+    /// Writes back what was written so far every few MiB, in the background.
+    pub fn write_back_early(&mut self, queue: SyncQueue) {
+        self.sync = Some(queue);
+    }
+
+    /// Stops early writeback (the syncer is about to be waited for).
+    pub fn stop_write_back(&mut self) {
+        self.sync = None;
+    }
+
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        match &mut self.file {
-            Some(f) => f
-                .write_all(data)
-                .map_err(|e| Error::io("write", &self.tmp, e)),
-            None => Err(Error::Closed("the blob file was already committed")),
+        let Some(f) = &mut self.file else {
+            return Err(Error::Closed("the blob file was already committed"));
+        };
+        f.write_all(data)
+            .map_err(|e| Error::io("write", &self.tmp, e))?;
+        self.unsynced += data.len() as u64;
+        if let Some(queue) = &self.sync {
+            if self.unsynced >= WRITEBACK_EVERY {
+                if let Ok(clone) = f.try_clone() {
+                    queue.submit(clone);
+                }
+                self.unsynced = 0;
+            }
         }
+        Ok(())
     }
 
     pub fn commit(mut self, durable: bool) -> Result<()> {

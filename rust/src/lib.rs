@@ -9,6 +9,7 @@ pub mod digest;
 pub mod error;
 pub mod limits;
 pub mod sink;
+pub mod syncer;
 pub mod untar;
 
 mod py;

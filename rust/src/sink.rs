@@ -25,6 +25,7 @@ use crate::decompress::{self, Compression};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{from_io, into_io, Error, Result};
 use crate::limits::Limits;
+use crate::syncer::Syncer;
 use crate::untar::{self, UnpackOptions, UnpackStats};
 
 /// Chunks queued ahead of the worker in pipelined mode.
@@ -83,6 +84,7 @@ pub struct Sink {
     blob: Option<StagedFile>,
     dir: Option<StagedDir>,
     worker: Option<Worker>,
+    syncer: Option<Syncer>,
     closed: Option<&'static str>,
 }
 
@@ -95,7 +97,8 @@ impl Sink {
                 )));
             }
         }
-        let blob = cfg
+        let mut cfg = cfg;
+        let mut blob = cfg
             .blob_path
             .as_deref()
             .map(StagedFile::create)
@@ -105,6 +108,20 @@ impl Sink {
             .as_deref()
             .map(StagedDir::create)
             .transpose()?;
+        let anchor = dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .or_else(|| blob.as_ref().map(|b| b.dir().to_path_buf()));
+        let syncer = match (cfg.durable, anchor) {
+            (true, Some(anchor)) => Some(Syncer::start(&anchor)?),
+            _ => None,
+        };
+        if let Some(syncer) = &syncer {
+            cfg.unpack.sync = Some(syncer.queue());
+            if let Some(blob) = blob.as_mut() {
+                blob.write_back_early(syncer.queue());
+            }
+        }
         let fed = Arc::new(AtomicU64::new(0));
         let worker = if cfg.decompress {
             let (feed, reader) = chunks::channel(QUEUE_DEPTH, !cfg.pipelined);
@@ -139,6 +156,7 @@ impl Sink {
             blob,
             dir,
             worker,
+            syncer,
             closed: None,
         })
     }
@@ -242,7 +260,19 @@ impl Sink {
             }
         }
 
-        // === durable rename into place
+        // === durable rename into place (most of it is on disk already)
+        if let Some(syncer) = self.syncer.take() {
+            if let Some(blob) = self.blob.as_mut() {
+                blob.stop_write_back();
+            }
+            self.cfg.unpack.sync = None;
+            syncer.wait(
+                self.cfg
+                    .blob_path
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("-")),
+            )?;
+        }
         let mut unpack_existed = false;
         if let Some(dir) = self.dir.take() {
             unpack_existed = dir.commit(self.cfg.durable)?;
@@ -279,6 +309,8 @@ impl Sink {
         self.blob = None;
         self.dir = None;
         self.hasher = None;
+        // Its thread finishes the queued syncs on its own; nothing waits for it.
+        self.syncer = None;
     }
 }
 

@@ -149,22 +149,22 @@ def stream_blob(
             return  # the body broke after the last byte: nothing left to fetch
         # Bytes are gathered into chunk_size writes; what arrived before a break is
         # still handed over, so the Range request asks only for what is missing.
-        buffer = bytearray()
+        # Pieces are joined once per chunk_size (one copy), not appended to a buffer.
+        buffer = _Pending()
         try:
             with open_body(offset) as response:
                 if offset > 0:
                     check_range_response(response, offset, what)
                 for data in response.iter_bytes():
-                    received = sink.bytes_written + len(buffer) + len(data)
+                    received = sink.bytes_written + buffer.size + len(data)
                     if size is not None and received > size:
                         raise _size_error(what, size, received, "more")
-                    buffer += data
-                    while len(buffer) >= chunk_size:
-                        _hand_over(sink, bytes(buffer[:chunk_size]), progress)
-                        del buffer[:chunk_size]
-            _hand_over(sink, bytes(buffer), progress)
+                    if buffer.size + len(data) > chunk_size:
+                        _hand_over(sink, buffer.take(), progress)
+                    buffer.add(data)
+            _hand_over(sink, buffer.take(), progress)
         except _RESUMABLE as exc:
-            _hand_over(sink, bytes(buffer), progress)
+            _hand_over(sink, buffer.take(), progress)
             now = policy.clock()
             progressed = sink.bytes_written - last_reconnect_offset
             if not (
@@ -185,6 +185,24 @@ def stream_blob(
         if size is not None and sink.bytes_written != size:
             raise _size_error(what, size, sink.bytes_written, "fewer")
         return
+
+
+class _Pending:
+    """Received pieces not yet handed to the sink."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.pieces.append(data)
+        self.size += len(data)
+
+    def take(self) -> bytes:
+        data = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+        self.pieces.clear()
+        self.size = 0
+        return data
 
 
 def _hand_over(sink: BlobSinkLike, data: bytes, progress: Callable[[int], None] | None) -> None:

@@ -17,6 +17,10 @@ use super::header::{Entry, Kind, Timestamp};
 use super::reader::TarReader;
 use crate::atomic::remove_tree;
 use crate::error::{Error, Result};
+use crate::syncer::SyncQueue;
+
+/// Files at least this large are written back early; smaller ones are left to syncfs.
+const EARLY_WRITEBACK: u64 = 256 << 10;
 
 /// A bookkeeping file (a `.wh..wh.` name, which layer consumers skip) listing,
 /// NUL-separated, the parent directories a layer did not declare. Merging
@@ -39,6 +43,8 @@ pub struct UnpackOptions {
     pub same_owner: bool,
     pub devices: DevicePolicy,
     pub xattrs: bool,
+    /// Where completed large files go for early writeback (durable sinks).
+    pub sync: Option<SyncQueue>,
 }
 
 impl Default for UnpackOptions {
@@ -52,6 +58,7 @@ impl Default for UnpackOptions {
                 DevicePolicy::Skip
             },
             xattrs: true,
+            sync: None,
         }
     }
 }
@@ -290,6 +297,12 @@ impl Unpacker {
         }
         rustix::fs::futimens(&file, &timestamps(entry.mtime))
             .map_err(|e| os_err("set times", full, e))?;
+        if let Some(queue) = &self.opts.sync {
+            queue.wrote(entry.size);
+            if entry.real_size >= EARLY_WRITEBACK {
+                queue.submit(file);
+            }
+        }
         Ok(())
     }
 
