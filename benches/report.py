@@ -118,9 +118,24 @@ def quiet_round(results: Results, label: str, run: Callable[[], float]) -> float
     raise AssertionError("unreachable")
 
 
+def level_page_cache(layer: BenchLayer) -> None:
+    """Same memory for every round: sync, drop the page cache, re-read the layer's blob.
+
+    With the page cache full, each page a pipeline writes must first be reclaimed
+    (buffered writes were ~10x slower here), so the rounds that happened to follow big
+    ones were slower. Needs root; otherwise rounds see whatever cache state there is.
+    """
+    if os.geteuid() != 0:
+        return
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    layer.path.read_bytes()  # the CLI pipeline reads it from the page cache
+
+
 def one_round(area: WorkArea, pipeline: Pipeline, layer: BenchLayer) -> float:
     """Seconds for ``pipeline`` on ``layer``, in a fresh directory (disposed of, untimed)."""
     work = area.fresh()
+    level_page_cache(layer)
     began = time.perf_counter()
     pipeline.run(layer, work)
     elapsed = time.perf_counter() - began
@@ -333,7 +348,9 @@ def main(argv: list[str]) -> int:
         f"load average {load:.2f} at start. Median of {rounds} rounds; MB = 10^6 bytes; "
         "every pipeline hashes the compressed blob, decompresses it, hashes the tar and unpacks"
         " it into an empty directory, fed 1 MiB chunks from memory (CLI: the blob file, in the"
-        " page cache). `vs Python` and `vs CLI`: that pipeline's median time over this row's."
+        " page cache). Before each round (untimed, as root): sync, drop the page cache,"
+        " re-read the blob. `vs Python` and `vs CLI`: that pipeline's median time over this"
+        " row's."
         f" {results.repeated} rounds were run again because other processes kept more than"
         f" {QUIET_SHARE:.0%} of a core busy meanwhile; {results.disturbed} stayed disturbed"
         f" after {MAX_ATTEMPTS} attempts.",

@@ -8,6 +8,7 @@ pub mod decompress;
 pub mod digest;
 pub mod error;
 pub mod limits;
+pub mod pipeline;
 pub mod sink;
 pub mod syncer;
 pub mod untar;
