@@ -29,6 +29,13 @@ from pipelines import (
 CASES = list(itertools.product(DESTINATIONS, LAYER_KINDS, COMPRESSIONS, PIPELINES))
 
 
+def skip_or_fail(message: str) -> None:
+    """Skip on a developer machine; on CI (CI=true) the machine must have it: fail."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI must provide it", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.mark.parametrize(
     ("destination", "kind", "compression", "pipeline_name"),
     [(d, k, c, p.name) for d, k, c, p in CASES],
@@ -47,13 +54,13 @@ def test_pipeline(
     """One pipeline, one layer, one destination: ``rounds`` rounds from an empty directory."""
     area = work_areas.get(destination)
     if area is None:
-        pytest.skip(f"no {destination} destination on this machine (/dev/shm is not a tmpfs)")
+        skip_or_fail(f"no {destination} destination on this machine (/dev/shm is not a tmpfs)")
     pipeline = pipeline_named(pipeline_name)
     layer = get_layer(kind, compression, smoke=not timed)  # type: ignore[arg-type]
     if pipeline.family == "cli":
         missing = cli_missing_tool(layer.compression)
         if missing is not None:
-            pytest.skip(f"the CLI pipeline needs {missing}, which is not on PATH")
+            skip_or_fail(f"the CLI pipeline needs {missing}, which is not on PATH")
     layer.chunks()  # read (and page-cache) the blob before anything is timed
 
     benchmark.group = f"{layer.name} -> {destination}"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from support.tools import require_tool
 from towline.config.certs import cert_dir_for, ssl_context_for
 from towline.config.paths import ConfigPaths
 from towline.errors import ConfigError
@@ -52,8 +53,7 @@ def _leaf(directory: Path, name: str, ca: Path, ca_key: Path, extensions: str) -
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl CLI is needed to make test certificates")
+    require_tool("openssl")  # makes the test certificates; a failure on CI, a skip elsewhere
     directory = tmp_path_factory.mktemp("pki")
     ca, ca_key = directory / "ca.pem", directory / "ca.key"
     _openssl(
