@@ -196,3 +196,24 @@ def test_sparse_files(tmp_path: Path, fmt: str) -> None:
     assert out.stat().st_size == sparse.stat().st_size
     assert out.read_bytes() == sparse.read_bytes()
     assert out.stat().st_blocks * 512 < 1 << 20  # written sparse, not 12 MiB of zeros
+
+
+def test_owner_is_exact_under_a_set_group_id_directory(tmp_path: Path) -> None:
+    # A file in a setgid directory inherits the directory's group unless chowned:
+    # towline skips chowns only while no such directory exists in the layer.
+    raw = (
+        TarBuilder()
+        .add_file("early", b"e", uid=0, gid=0)
+        .add_dir("shared", mode=0o2775, uid=0, gid=50)
+        .add_file("shared/mine", b"x", uid=0, gid=0)
+        .add_dir("plain", uid=0, gid=0)
+        .add_file("plain/also", b"y", uid=0, gid=0)
+        .bytes()
+    )
+    dest = unpack_ok(tmp_path, raw)
+    assert stat.S_IMODE((dest / "shared").stat().st_mode) == 0o2775
+    if os.geteuid() == 0:
+        assert (dest / "shared").stat().st_gid == 50
+        assert (dest / "shared/mine").stat().st_gid == 0
+        assert (dest / "early").stat().st_gid == 0
+        assert (dest / "plain/also").stat().st_gid == 0

@@ -81,6 +81,13 @@ pub struct Unpacker {
     resolver: Resolver,
     /// The process umask (what the kernel strips from creation modes).
     umask: u32,
+    /// Who new files belong to without a chown, while `owner_for_free` holds.
+    me: (u64, u64),
+    /// True while every directory in the tree has our gid and no set-group-ID
+    /// bit: then a new file is ours by construction (with or without BSD
+    /// `grpid` inheritance), and a member owned by us needs no chown. The
+    /// first directory that breaks this turns it off for the rest of the layer.
+    owner_for_free: bool,
     opts: UnpackOptions,
     dirs: HashMap<Vec<u8>, DirMeta>,
     pub stats: UnpackStats,
@@ -122,9 +129,21 @@ fn os_err(op: &'static str, path: &Path, e: Errno) -> Error {
 
 impl Unpacker {
     pub fn new(root: &Path, opts: UnpackOptions) -> Self {
+        let me = (
+            u64::from(rustix::process::geteuid().as_raw()),
+            u64::from(rustix::process::getegid().as_raw()),
+        );
+        let owner_for_free = fs::metadata(root)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                u64::from(m.gid()) == me.1 && m.mode() & 0o2000 == 0
+            })
+            .unwrap_or(false);
         Unpacker {
             resolver: Resolver::new(root),
             umask: current_umask(),
+            me,
+            owner_for_free,
             opts,
             dirs: HashMap::new(),
             stats: UnpackStats::default(),
@@ -217,22 +236,37 @@ impl Unpacker {
     }
 
     fn make_dir(&mut self, entry: &Entry, rel: Vec<u8>, full: &Path) -> Result<()> {
-        match fs::create_dir(full) {
-            Ok(()) => {}
+        // Owner-writable until the end, so members below it can be created.
+        let working_mode = entry.mode | 0o700;
+        let mut builder = fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, working_mode & 0o777);
+        let fresh = match builder.create(full) {
+            Ok(()) => true,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 if !fs::symlink_metadata(full)
                     .map(|m| m.is_dir())
                     .unwrap_or(false)
                 {
                     self.remove_existing(&rel, full)?;
-                    fs::create_dir(full).map_err(|e| Error::io("create directory", full, e))?;
+                    builder
+                        .create(full)
+                        .map_err(|e| Error::io("create directory", full, e))?;
+                    true
+                } else {
+                    false
                 }
             }
             Err(e) => return Err(Error::io("create directory", full, e)),
+        };
+        // mkdir applied the mode already unless the umask took bits or set-id /
+        // sticky bits are wanted (mkdir ignores those).
+        if !fresh || working_mode & (0o7000 | self.umask) != 0 {
+            self.chmod(full, working_mode)?;
         }
-        // Owner-writable until the end, so members below it can be created.
-        self.chmod(full, entry.mode | 0o700)?;
         self.chown(entry, full, false)?;
+        if entry.gid != self.me.1 || entry.mode & 0o2000 != 0 {
+            self.owner_for_free = false;
+        }
         self.set_xattrs_path(entry, full)?;
         self.resolver.note_dir(rel.clone());
         self.dirs.insert(
@@ -276,7 +310,7 @@ impl Unpacker {
                     .map_err(|e| Error::io("truncate", full, e))?;
             }
         }
-        if self.opts.same_owner {
+        if self.needs_chown(entry) {
             rustix::fs::fchown(
                 &file,
                 Some(Uid::from_raw(id(entry.uid, "uid", &entry.path)?)),
@@ -385,8 +419,13 @@ impl Unpacker {
             .map_err(|e| os_err("chmod", full, e))
     }
 
+    /// Whether `entry` must be chowned to carry the archive's owner.
+    fn needs_chown(&self, entry: &Entry) -> bool {
+        self.opts.same_owner && !(self.owner_for_free && (entry.uid, entry.gid) == self.me)
+    }
+
     fn chown(&self, entry: &Entry, full: &Path, nofollow: bool) -> Result<()> {
-        if !self.opts.same_owner {
+        if !self.needs_chown(entry) {
             return Ok(());
         }
         let flags = if nofollow {
