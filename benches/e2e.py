@@ -58,6 +58,9 @@ DEFAULT_IMAGES = ("small-files", "large-gzip", "large-zstd")
 TOOL_KEYS = ("towline", "podman-overlay", "podman-vfs", "skopeo", "tar")
 #: Issue 3: how many times faster than podman towline must be, per image.
 PODMAN_TARGETS = {"small-files": 1.5, "large-gzip": 2.0, "large-zstd": 2.0}
+# Issue 3 asks towline to keep up with `tar -x` on the file-creation-bound image only;
+# on the large ones the ratio is printed for orientation (tar neither verifies nor keeps blobs).
+TAR_TARGETS = {"small-files"}
 
 Log = Callable[[str], None]
 
@@ -394,7 +397,7 @@ def _targets(report: Report) -> list[str]:
             verdict = "met" if got >= goal else "NOT met"
             lines.append(f"{name}: towline {got:.2f}x faster than podman (goal {goal}x): {verdict}")
         tar = report.ratio("tar", name)
-        if tar is not None:
+        if tar is not None and name in TAR_TARGETS:
             verdict = "met" if tar >= 1.0 else "NOT met"
             lines.append(f"{name}: tar -x takes {tar:.2f}x towline's time (goal >= 1): {verdict}")
     return lines

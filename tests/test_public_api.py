@@ -61,3 +61,45 @@ def test_only_the_cli_imports_click_and_rich() -> None:
             continue
         roots = {m.split(".")[0] for m in imports_of(module)}
         assert not roots & {"click", "rich"}, module
+
+
+def test_version_comes_from_cargo_toml_and_matches_the_installed_metadata() -> None:
+    import importlib.metadata
+    import tomllib
+
+    cargo = tomllib.loads((PACKAGE.parents[1] / "Cargo.toml").read_text())
+    assert towline.__version__ == cargo["package"]["version"]
+    assert importlib.metadata.version("towline") == towline.__version__
+
+
+def _modules_after(code: str) -> set[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys; print(' '.join(sys.modules))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_import_towline_leaves_httpx_until_the_runtime_is_used() -> None:
+    # Start-up time: parse_reference and the errors need no HTTP stack.
+    assert "httpx" not in _modules_after("import towline; towline.parse_reference('alpine')")
+    assert "httpx" in _modules_after("import towline; towline.Runtime")
+    assert towline.Runtime.__module__ == "towline"
+    assert "Runtime" in dir(towline)
+
+
+def test_the_cli_loads_neither_rich_nor_httpx_own_cli_off_a_terminal() -> None:
+    # ~50 ms of every `towline pull` in scripts: rich only draws bars on a terminal,
+    # and httpx's command-line client is never used.
+    loaded = _modules_after("import towline.cli.main")
+    assert "httpx" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in {"rich", "pygments"}}
+
+
+def test_a_library_import_keeps_httpx_whole() -> None:
+    assert "httpx._main" in _modules_after("import towline; towline.Runtime; import httpx._main")

@@ -10,6 +10,10 @@ Start with :class:`Runtime`::
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from towline._native import __version__ as __version__
 from towline.errors import (
     AuthenticationError,
     ConfigError,
@@ -29,7 +33,14 @@ from towline.events import Event, ProgressEvent
 from towline.image import Image, Layer
 from towline.options import PullOptions
 from towline.reference import Reference, parse_reference
-from towline.runtime import Runtime
+
+if TYPE_CHECKING:
+    from towline.runtime import Runtime
+
+# Loaded on first use: the runtime brings in httpx, ssl and the registry client
+# (~60 ms), which `import towline` for parse_reference or the errors does not need,
+# and which the CLI wants to import only after its own start-up settings.
+_LAZY = {"Runtime": "towline.runtime"}
 
 __all__ = [
     "AuthenticationError",
@@ -55,9 +66,28 @@ __all__ = [
     "parse_reference",
 ]
 
-# Present everything under its public name (repr, docs), as httpx does.
+
+def _present(obj: Any) -> Any:
+    """Show ``obj`` under its public name (repr, docs), as httpx does."""
+    if getattr(obj, "__module__", "").startswith("towline."):
+        obj.__module__ = "towline"
+    return obj
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'towline' has no attribute {name!r}")
+    obj = _present(getattr(importlib.import_module(module), name))
+    globals()[name] = obj
+    return obj
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("towline."):
-        _obj.__module__ = "towline"
-del _name, _obj
+    if _name not in _LAZY:
+        _present(globals()[_name])
+del _name

@@ -12,7 +12,9 @@ from os import PathLike
 from types import TracebackType
 from typing import Literal, TypedDict, final
 
-__all__ = ["BlobSink", "LayerSink", "apply_layers", "build_profile", "hash_file"]
+__version__: str
+
+__all__ = ["BlobSink", "LayerSink", "__version__", "apply_layers", "build_profile", "hash_file"]
 
 _Path = str | PathLike[str]
 

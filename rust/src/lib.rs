@@ -19,6 +19,10 @@ use pyo3::prelude::*;
 
 #[pymodule(gil_used = false)]
 mod _native {
+    /// The package version: Cargo.toml is its one source (pyproject takes it from there).
+    #[pymodule_export]
+    #[allow(non_upper_case_globals)] // Python's name for it
+    const __version__: &str = env!("CARGO_PKG_VERSION");
     #[pymodule_export]
     use crate::py::functions::{apply_layers, build_profile, hash_file};
     #[pymodule_export]

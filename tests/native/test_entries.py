@@ -50,6 +50,31 @@ def test_modes_mtimes_and_kinds(tmp_path: Path) -> None:
     assert (dest / "link").lstat().st_mtime == MTIME
 
 
+DIR_MODES = (0o700, 0o750, 0o755, 0o777, 0o1777, 0o2775, 0o555, 0o311)
+FILE_MODES = (0o600, 0o644, 0o666, 0o777, 0o2755, 0o400)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_modes_are_exact_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    # The unpacker skips chmod calls when creation already gave the right mode;
+    # the umask decides when it did.
+    builder = TarBuilder(mtime=MTIME)
+    for mode in DIR_MODES:
+        builder.add_dir(f"d{mode:o}", mode=mode).add_file(f"d{mode:o}/f", b"f", mode=0o644)
+    for mode in FILE_MODES:
+        builder.add_file(f"f{mode:o}", b"x", mode=mode)
+    old = os.umask(umask)
+    try:
+        dest = unpack_ok(tmp_path, builder.bytes())
+    finally:
+        os.umask(old)
+    for mode in DIR_MODES:
+        assert stat.S_IMODE((dest / f"d{mode:o}").stat().st_mode) == mode, oct(mode)
+        assert (dest / f"d{mode:o}").stat().st_mtime == MTIME
+    for mode in FILE_MODES:
+        assert stat.S_IMODE((dest / f"f{mode:o}").stat().st_mode) == mode, oct(mode)
+
+
 def test_pax_subsecond_mtime(tmp_path: Path) -> None:
     info = tarfile.TarInfo("precise")
     info.mtime = 1_700_000_000.25

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+import towline
 from towline.registry import RegistryClient
 
 
@@ -32,3 +33,17 @@ def test_an_injected_http_client_is_used_and_left_open() -> None:
         client.ping()  # 401 counts as a live registry
     assert not http.is_closed
     http.close()
+
+
+def test_the_default_user_agent_names_towline_and_its_version() -> None:
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["user-agent"])
+        return httpx.Response(200)
+
+    http = httpx.Client(transport=httpx.MockTransport(handle))
+    with RegistryClient("reg.example", http_client=http) as client:
+        client.ping()
+    http.close()
+    assert seen == [f"towline/{towline.__version__}"]

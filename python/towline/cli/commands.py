@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from towline.cli.progress import LiveProgress
 from towline.image import Image
 from towline.options import PullOptions
 from towline.runtime import Runtime
@@ -103,7 +102,12 @@ def pull(
     """Pull NAME into the store and print the image ID(s)."""
     live = not quiet and sys.stderr.isatty()
     with ExitStack() as stack:
-        progress = stack.enter_context(LiveProgress(sys.stderr)) if live else None
+        progress = None
+        if live:
+            # Imported here: rich costs ~20 ms of start-up that scripts and pipes never use.
+            from towline.cli.progress import LiveProgress
+
+            progress = stack.enter_context(LiveProgress(sys.stderr))
         options = PullOptions(
             platform=platform,
             all_tags=all_tags,

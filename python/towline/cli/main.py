@@ -12,8 +12,13 @@ from pathlib import Path
 
 import click
 
-from towline.cli import commands
-from towline.errors import TowlineError
+# httpx imports its own command-line client (rich, pygments: ~30 ms) unless that
+# import fails, which it tolerates; the towline CLI never uses it. Only this entry
+# point does this, so a program that imports towline as a library keeps httpx whole.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+from towline.cli import commands  # noqa: E402
+from towline.errors import TowlineError  # noqa: E402
 
 __all__ = ["cli", "main"]
 

@@ -10,7 +10,6 @@ whole ``http_client=``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import re
 import ssl
@@ -23,6 +22,7 @@ from types import TracebackType
 
 import httpx
 
+from towline import _native
 from towline.errors import TowlineError, TransportError
 from towline.manifest import (
     MANIFEST_ACCEPT,
@@ -61,11 +61,7 @@ class FetchedManifest:
 
 
 def _default_user_agent() -> str:
-    try:
-        version = importlib.metadata.version("towline")
-    except importlib.metadata.PackageNotFoundError:
-        version = "dev"  # running from a source checkout, not an installed wheel
-    return f"towline/{version}"
+    return f"towline/{_native.__version__}"
 
 
 class RegistryClient:

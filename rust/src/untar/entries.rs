@@ -487,7 +487,11 @@ impl Unpacker {
         }
         for (rel, meta) in &self.dirs {
             let full: PathBuf = self.resolver.full(rel);
-            self.chmod(&full, meta.mode)?;
+            // make_dir left the working mode (mode | 0o700) in place: when that is the
+            // mode itself, as for nearly every directory, there is nothing to restore.
+            if meta.mode & 0o7700 != 0o700 {
+                self.chmod(&full, meta.mode)?;
+            }
             rustix::fs::utimensat(
                 CWD,
                 &full,
