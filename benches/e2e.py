@@ -141,9 +141,11 @@ def _filesystem_type(path: Path) -> str:
     return done.stdout.strip() or "unknown"
 
 
-def _towline_executable() -> str | None:
-    # The entry point beside this interpreter, not a pyenv shim, which would add its own
-    # startup time to every towline run.
+def _towline_executable(given: Path | None = None) -> str | None:
+    # --towline, else the entry point beside this interpreter, not a pyenv shim, which
+    # would add its own startup time to every towline run.
+    if given is not None:
+        return str(given)
     beside = Path(sys.executable).parent / "towline"
     return str(beside) if beside.is_file() else shutil.which("towline")
 
@@ -162,11 +164,17 @@ def _target(image: BenchImage, reference: str) -> Target:
     )
 
 
-def _tools(selected: Sequence[str], sandbox: Sandbox, work: Path, notes: list[str]) -> list[Tool]:
+def _tools(
+    selected: Sequence[str],
+    sandbox: Sandbox,
+    work: Path,
+    notes: list[str],
+    towline: Path | None = None,
+) -> list[Tool]:
     tools: list[Tool] = []
     for key in selected:
         if key == "towline":
-            tools.append(TowlineCli(_towline_executable()))
+            tools.append(TowlineCli(_towline_executable(towline)))
         elif key == "podman-vfs":
             tools.append(Podman("vfs"))
         elif key == "podman-overlay":
@@ -328,6 +336,7 @@ def run_benchmark(
     tool_keys: Sequence[str] = TOOL_KEYS,
     work_parent: Path | None = None,
     allow_tmpfs: bool = False,
+    towline: Path | None = None,
     command: str = "",
     log: Log = lambda line: None,
 ) -> Report:
@@ -360,7 +369,7 @@ def run_benchmark(
                 log(f"image {image.name}: pushing to {registry.host}")
                 targets.append(_target(image, push_bench_image(registry, image)))
             sandbox = Sandbox(work / "sandbox", registry.host)
-            tools = _tools(tool_keys, sandbox, work, notes)
+            tools = _tools(tool_keys, sandbox, work, notes, towline)
             rows = [ToolRow(t.key, t.label, t.unavailable()) for t in tools]
             for row in rows:
                 row.cells = {image.name: Cell() for image in images}
@@ -486,6 +495,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every sample to this file")
     parser.add_argument("--work-dir", type=Path, help="parent of the stores (default: cache)")
     parser.add_argument("--allow-tmpfs", action="store_true", help="accept stores on tmpfs")
+    parser.add_argument(
+        "--towline",
+        type=Path,
+        help="towline executable to time (default: the one beside this python); e.g. "
+        "from a venv with a plain `pip install .`, as users install it",
+    )
     args = parser.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 5
@@ -506,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tool_keys=[key for key in args.tools.split(",") if key],
             work_parent=args.work_dir,
             allow_tmpfs=args.allow_tmpfs,
+            towline=args.towline,
             command=shlex.join(["python", "benches/e2e.py", *shown]),
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )

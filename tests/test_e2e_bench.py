@@ -182,3 +182,11 @@ def test_targets_are_the_issues_own() -> None:
     table = e2e.render_markdown(report)
     assert "large-zstd: towline 3.00x faster than podman (goal 2.0x): met" in table
     assert "tar -x takes" not in table
+
+
+def test_the_towline_to_time_can_be_named() -> None:
+    # A venv with a plain `pip install .` times towline as users install it.
+    assert e2e._towline_executable(Path("/opt/venv/bin/towline")) == "/opt/venv/bin/towline"
+    assert e2e._parse(["--towline", "/opt/venv/bin/towline"]).towline == Path(
+        "/opt/venv/bin/towline"
+    )
