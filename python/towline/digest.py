@@ -8,13 +8,13 @@ go-digest's ``Digest.Validate`` requires.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from towline.errors import InvalidReferenceError
+from towline.quoting import go_quote
 
 __all__ = ["SUPPORTED_ALGORITHMS", "Digest", "parse_digest"]
 
@@ -27,11 +27,6 @@ SUPPORTED_ALGORITHMS: Mapping[str, int] = MappingProxyType(
 _LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 
-def _quote(value: str) -> str:
-    """Quote user input for a message the way Go's %q would, so odd bytes stay visible."""
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _supported() -> str:
     return ", ".join(SUPPORTED_ALGORITHMS)
 
@@ -42,7 +37,7 @@ def _problem(algorithm: str, encoded: str) -> str | None:
         return "the algorithm is missing; use algorithm:hex, e.g. sha256:<64 hex digits>"
     length = SUPPORTED_ALGORITHMS.get(algorithm)
     if length is None:
-        return f"unsupported digest algorithm {_quote(algorithm)}; supported: {_supported()}"
+        return f"unsupported digest algorithm {go_quote(algorithm)}; supported: {_supported()}"
     if not encoded:
         return f"the {algorithm} value is missing; it needs {length} lowercase hex digits"
     if not _LOWER_HEX.fullmatch(encoded):
@@ -62,7 +57,7 @@ class Digest:
     def __post_init__(self) -> None:
         problem = _problem(self.algorithm, self.hex)
         if problem is not None:
-            raise InvalidReferenceError(f"invalid digest {_quote(str(self))}: {problem}")
+            raise InvalidReferenceError(f"invalid digest {go_quote(str(self))}: {problem}")
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
@@ -78,7 +73,7 @@ def parse_digest(value: str) -> Digest:
     algorithm, sep, encoded = value.partition(":")
     if not sep:
         raise InvalidReferenceError(
-            f"invalid digest {_quote(value)}: no ':' separator; "
+            f"invalid digest {go_quote(value)}: no ':' separator; "
             "use algorithm:hex, e.g. sha256:<64 hex digits>"
         )
     return Digest(algorithm, encoded)

@@ -8,7 +8,6 @@ indexes, including the variant fallback and the zstd preference.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform as _stdlib_platform
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from towline.errors import PlatformNotFoundError, TowlineError
+from towline.quoting import go_quote
 
 __all__ = [
     "DOCKER_MANIFEST_LIST",
@@ -140,8 +140,7 @@ def normalize_platform(p: Platform) -> Platform:
 
 def _invalid_platform(value: str) -> TowlineError:
     return TowlineError(
-        f"invalid platform {json.dumps(value, ensure_ascii=False)}: "
-        "use os/arch[/variant], e.g. linux/arm64",
+        f"invalid platform {go_quote(value)}: use os/arch[/variant], e.g. linux/arm64",
         slug="invalid_platform",
     )
 

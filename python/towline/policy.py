@@ -6,11 +6,11 @@ The four policies and their aliases are podman's (containers/common
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Literal
 
 from towline.errors import PolicyError
+from towline.quoting import go_quote
 
 __all__ = ["PULL_POLICIES", "PullPolicy", "parse_pull_policy"]
 
@@ -44,7 +44,6 @@ def parse_pull_policy(value: str) -> PullPolicy:
     policy = _BY_NAME.get(value.lower())
     if policy is None:
         raise PolicyError(
-            f"unsupported pull policy {json.dumps(value, ensure_ascii=False)}: "
-            "use always, missing, newer or never"
+            f"unsupported pull policy {go_quote(value)}: use always, missing, newer or never"
         )
     return policy

@@ -14,12 +14,12 @@ libimage's local lookup rules.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 
 from towline.digest import parse_digest
 from towline.errors import InvalidReferenceError
+from towline.quoting import go_quote
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -72,13 +72,8 @@ _NAME_RULE = (
 )
 
 
-def _quote(value: str) -> str:
-    """Quote user input for a message the way Go's %q would, so odd bytes stay visible."""
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _invalid(value: str, reason: str) -> InvalidReferenceError:
-    return InvalidReferenceError(f"invalid reference {_quote(value)}: {reason}")
+    return InvalidReferenceError(f"invalid reference {go_quote(value)}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +125,7 @@ class Reference:
         """Return a copy carrying ``tag`` (the digest, if any, is kept)."""
         if not _TAG_RE.fullmatch(tag):
             raise InvalidReferenceError(
-                f"invalid tag {_quote(tag)} for {self.name}: use {_TAG_RULE}"
+                f"invalid tag {go_quote(tag)} for {self.name}: use {_TAG_RULE}"
             )
         return replace(self, tag=tag)
 
@@ -148,13 +143,13 @@ def _diagnose(value: str) -> str:
         rest, tag = rest[:colon], rest[colon + 1 :]
     if _NAME_RE.fullmatch(rest):
         if tag is not None and not _TAG_RE.fullmatch(tag):
-            return f"tag {_quote(tag)} is invalid: use {_TAG_RULE}"
+            return f"tag {go_quote(tag)} is invalid: use {_TAG_RULE}"
         if at and not _DIGEST_RE.fullmatch(digest):
             try:
                 parse_digest(digest)
             except InvalidReferenceError as exc:
                 return str(exc)
-            return f"digest {_quote(digest)} is malformed"
+            return f"digest {go_quote(digest)} is malformed"
     return f"invalid reference format: {_NAME_RULE}"
 
 
@@ -300,7 +295,7 @@ def image_id_candidate(value: str) -> str | None:
         if _IDENTIFIER_RE.fullmatch(hex_id):
             return hex_id
         raise InvalidReferenceError(
-            f"invalid image ID {_quote(value)}: invalid format: no 64-byte hexadecimal value "
+            f"invalid image ID {go_quote(value)}: invalid format: no 64-byte hexadecimal value "
             "(an ID is sha256: followed by 64 lowercase hex digits)"
         )
     if len(value) == 64 and not any(c in value for c in "/.:@"):

@@ -11,7 +11,6 @@ and §1.6.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
@@ -21,6 +20,7 @@ from typing import Any
 
 from towline.config.paths import ConfigPaths
 from towline.errors import ConfigError
+from towline.quoting import go_quote
 
 __all__ = [
     "DEFAULT_MAX_PARALLEL_DOWNLOADS",
@@ -102,8 +102,8 @@ def load_engine_settings(paths: ConfigPaths) -> EngineSettings:
         policy = _PULL_POLICIES.get(value.lower())
         if policy is None:
             raise ConfigError(
-                f"invalid pull type from containers.conf {_quote(value)}: unsupported pull "
-                f"policy {_quote(value)} (set in {origin}); use always, missing, newer or never"
+                f"invalid pull type from containers.conf {go_quote(value)}: unsupported pull "
+                f"policy {go_quote(value)} (set in {origin}); use always, missing, newer or never"
             )
         settings = replace(settings, pull_policy=policy)
     if merged.get("retry_delay", ("", None))[0]:
@@ -118,7 +118,7 @@ def load_engine_settings(paths: ConfigPaths) -> EngineSettings:
         if delay < 0:
             # Go would accept it and sleep 0; a negative delay is surely a typo.
             raise ConfigError(
-                f"failed to parse containers.conf retry_delay: {_quote(value)} is negative "
+                f"failed to parse containers.conf retry_delay: {go_quote(value)} is negative "
                 f"(set in {origin})"
             )
         settings = replace(settings, retry_delay=delay)
@@ -198,7 +198,7 @@ def parse_go_duration(text: str) -> float:
     Raises ValueError with Go's message (``time: invalid duration "x"``,
     ``time: missing unit in duration "1"``, ``time: unknown unit "x" in duration "1x"``).
     """
-    invalid = ValueError(f"time: invalid duration {_quote(text)}")
+    invalid = ValueError(f"time: invalid duration {go_quote(text)}")
     rest = text
     negative = rest.startswith("-")
     rest = rest.removeprefix("-") if negative else rest.removeprefix("+")
@@ -214,10 +214,10 @@ def parse_go_duration(text: str) -> float:
         if not whole and not fraction:
             raise invalid
         if not unit:
-            raise ValueError(f"time: missing unit in duration {_quote(text)}")
+            raise ValueError(f"time: missing unit in duration {go_quote(text)}")
         scale = _UNITS_NS.get(unit)
         if scale is None:
-            raise ValueError(f"time: unknown unit {_quote(unit)} in duration {_quote(text)}")
+            raise ValueError(f"time: unknown unit {go_quote(unit)} in duration {go_quote(text)}")
         total += int(whole or "0") * scale
         if fraction:
             total += int(fraction) * scale // 10 ** len(fraction)
@@ -227,9 +227,5 @@ def parse_go_duration(text: str) -> float:
     return (-total if negative else total) / 1e9
 
 
-def _quote(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
 def _q(path: Path) -> str:
-    return _quote(str(path))
+    return go_quote(str(path))

@@ -15,7 +15,6 @@ process: callers keep the loaded value as long as they want it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 
 from towline.config.paths import ConfigPaths
 from towline.errors import ConfigError, InvalidReferenceError, TransportError
+from towline.quoting import go_quote
 from towline.reference import (
     Reference,
     is_short_name,
@@ -139,7 +139,7 @@ class Registry:
         except InvalidReferenceError as exc:
             raise ConfigError(
                 f"rewriting reference: {exc}; check the [[registry]] with prefix "
-                f"{_quote(self.prefix)} in {self.origin or 'registries.conf'}"
+                f"{go_quote(self.prefix)} in {self.origin or 'registries.conf'}"
             ) from exc
 
 
@@ -252,11 +252,6 @@ def match_prefix(ref: str, prefix: str) -> int:
     return -1
 
 
-def _quote(value: str) -> str:
-    """Quote a value in a message the way Go's %q would."""
-    return json.dumps(value, ensure_ascii=False)
-
-
 # === [aliases]
 
 
@@ -268,13 +263,13 @@ def check_short_name(name: str) -> None:
     try:
         ref = parse_normalized_named(name)
     except InvalidReferenceError as exc:
-        raise ConfigError(f"cannot parse short name: {_quote(name)}: {exc}") from exc
+        raise ConfigError(f"cannot parse short name: {go_quote(name)}: {exc}") from exc
     if ref.digest is not None:
-        raise ConfigError(f"invalid short name {_quote(name)}: must not contain digest")
+        raise ConfigError(f"invalid short name {go_quote(name)}: must not contain digest")
     if ref.tag is not None:
-        raise ConfigError(f"invalid short name {_quote(name)}: must not contain tag")
+        raise ConfigError(f"invalid short name {go_quote(name)}: must not contain tag")
     if not is_short_name(name):
-        raise ConfigError(f"invalid short name {_quote(name)}: must not contain registry")
+        raise ConfigError(f"invalid short name {go_quote(name)}: must not contain registry")
 
 
 def parse_alias_value(value: str) -> Reference:
@@ -282,13 +277,13 @@ def parse_alias_value(value: str) -> Reference:
     try:
         ref = parse_normalized_named(value)
     except InvalidReferenceError as exc:
-        raise ConfigError(f"parsing alias {_quote(value)}: {exc}") from exc
+        raise ConfigError(f"parsing alias {go_quote(value)}: {exc}") from exc
     if ref.digest is not None:
-        raise ConfigError(f"invalid alias {_quote(value)}: must not contain digest")
+        raise ConfigError(f"invalid alias {go_quote(value)}: must not contain digest")
     if ref.tag is not None:
-        raise ConfigError(f"invalid alias {_quote(value)}: must not contain tag")
+        raise ConfigError(f"invalid alias {go_quote(value)}: must not contain tag")
     if is_short_name(value):
-        raise ConfigError(f"invalid alias {_quote(value)}: must contain registry and repository")
+        raise ConfigError(f"invalid alias {go_quote(value)}: must contain registry and repository")
     return ref
 
 
@@ -305,7 +300,7 @@ def parse_aliases(table: Mapping[str, object], origin: str) -> dict[str, Alias]:
         except ConfigError as exc:
             problems.append(str(exc))
         if not isinstance(value, str):
-            problems.append(f"alias {_quote(name)} must be a string")
+            problems.append(f"alias {go_quote(name)} must be a string")
         elif not value:
             aliases[name] = Alias(None, origin)
         else:
@@ -361,7 +356,7 @@ def load_registries_conf(paths: ConfigPaths) -> RegistriesConf:
     except FileNotFoundError as exc:
         if paths.registries_conf_explicit:
             raise ConfigError(
-                f"loading registries configuration {_quote(str(main))}: the file does not "
+                f"loading registries configuration {go_quote(str(main))}: the file does not "
                 "exist; fix --registries-conf or $CONTAINERS_REGISTRIES_CONF"
             ) from exc
         merged = _Partial()
@@ -394,7 +389,9 @@ def _drop_in_files(directories: tuple[Path, ...]) -> list[Path]:
         except FileNotFoundError:
             continue  # most systems have no registries.conf.d
         except OSError as exc:
-            raise ConfigError(f"reading registries.conf.d {_quote(str(directory))}: {exc}") from exc
+            raise ConfigError(
+                f"reading registries.conf.d {go_quote(str(directory))}: {exc}"
+            ) from exc
         files += [Path(e.path) for e in entries if e.name.endswith(".conf") and not e.is_dir()]
     return files
 
@@ -407,11 +404,11 @@ def _load_file(path: Path, *, drop_in: bool) -> _Partial:
     except FileNotFoundError:
         raise
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{label} {_quote(str(path))}: {exc}") from exc
+        raise ConfigError(f"{label} {go_quote(str(path))}: {exc}") from exc
     try:
         return _parse(tomllib.loads(text), str(path), drop_in=drop_in)
     except (tomllib.TOMLDecodeError, ConfigError) as exc:
-        raise ConfigError(f"{label} {_quote(str(path))}: {exc}") from exc
+        raise ConfigError(f"{label} {go_quote(str(path))}: {exc}") from exc
 
 
 def _parse(data: dict[str, Any], origin: str, *, drop_in: bool) -> _Partial:
@@ -436,12 +433,12 @@ def _parse(data: dict[str, Any], origin: str, *, drop_in: bool) -> _Partial:
         unique.setdefault(registry.prefix, registry)
     mode = _typed(data, "short-name-mode", str, "") or ""
     if mode and mode not in SHORT_NAME_MODES:
-        raise ConfigError(f"invalid short-name mode: {_quote(mode)}")
+        raise ConfigError(f"invalid short-name mode: {go_quote(mode)}")
     for prefix in unique:
         if prefix.startswith("*.") and any(c in prefix for c in "/@:"):
             raise ConfigError(
                 "Wildcarded prefix should be in the format: *.example.com. "
-                f"Current prefix {_quote(prefix)} is incorrectly formatted"
+                f"Current prefix {go_quote(prefix)} is incorrectly formatted"
             )
     try:
         aliases = parse_aliases(_typed(data, "aliases", dict, "") or {}, origin)
@@ -479,7 +476,7 @@ def _registry(table: object, number: int, origin: str) -> Registry:
             )
     if _typed(table, "pull-from-mirror", str, where):
         raise ConfigError(
-            f"pull-from-mirror must not be set for a non-mirror registry {_quote(prefix)}"
+            f"pull-from-mirror must not be set for a non-mirror registry {go_quote(prefix)}"
         )
     by_digest = bool(_typed(table, "mirror-by-digest-only", bool, where))
     mirrors = []
@@ -493,13 +490,13 @@ def _registry(table: object, number: int, origin: str) -> Registry:
         if by_digest and usage:
             raise ConfigError(
                 "cannot set mirror usage mirror-by-digest-only for the registry "
-                f"({_quote(prefix)}) and pull-from-mirror for per-mirror "
-                f"({_quote(mirror_location)}) at the same time"
+                f"({go_quote(prefix)}) and pull-from-mirror for per-mirror "
+                f"({go_quote(mirror_location)}) at the same time"
             )
         if usage and usage not in (MIRROR_ALL, MIRROR_DIGEST_ONLY, MIRROR_TAG_ONLY):
             raise ConfigError(
-                f"unsupported pull-from-mirror value {_quote(usage)} for mirror "
-                f"{_quote(mirror_location)}"
+                f"unsupported pull-from-mirror value {go_quote(usage)} for mirror "
+                f"{go_quote(mirror_location)}"
             )
         insecure = bool(_typed(mirror, "insecure", bool, where))
         mirrors.append(Endpoint(mirror_location, insecure, usage))
@@ -539,7 +536,7 @@ def _parse_location(value: str) -> str:
 def _search_entry(value: str) -> str:
     entry = _parse_location(value)
     if not _DOMAIN_RE.fullmatch(entry):
-        raise ConfigError(f"Invalid unqualified-search-registries entry {_quote(entry)}")
+        raise ConfigError(f"Invalid unqualified-search-registries entry {go_quote(entry)}")
     return entry
 
 

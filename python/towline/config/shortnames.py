@@ -35,6 +35,7 @@ from towline.config.registries import (
     parse_aliases,
 )
 from towline.errors import ConfigError, InvalidReferenceError, ShortNameError
+from towline.quoting import go_quote
 from towline.reference import DEFAULT_TAG, Reference, is_short_name, parse_normalized_named
 
 __all__ = ["AliasCache", "Resolution", "resolve", "resolve_locally"]
@@ -99,7 +100,7 @@ def resolve(
         # An alias always wins: no search registries, nothing recorded.
         return Resolution(
             [_with_default_tag(_reapply(alias.value, ref))],
-            f"Resolved {_quote(repo)} as an alias ({alias.origin})",
+            f"Resolved {go_quote(repo)} as an alias ({alias.origin})",
             short_name=repo,
         )
 
@@ -107,16 +108,16 @@ def resolve(
     origin = conf.unqualified_search_registries_origin
     if not registries:
         where = (
-            f"are defined in {_quote(origin)}"
+            f"are defined in {go_quote(origin)}"
             if origin
             else "are defined and no containers-registries.conf(5) was found"
         )
         raise ShortNameError(
-            f"short-name {_quote(name)} did not resolve to an alias and no "
+            f"short-name {go_quote(name)} did not resolve to an alias and no "
             f"unqualified-search registries {where}"
         )
     candidates = _search_candidates(name, registries)
-    description = f"Resolving {_quote(repo)} using unqualified-search registries ({origin})"
+    description = f"Resolving {go_quote(repo)} using unqualified-search registries ({origin})"
     if mode == "disabled" or len(candidates) == 1:
         return Resolution(candidates, description, short_name=repo)
     if not is_tty:
@@ -129,9 +130,9 @@ def resolve(
     if mode == "enforcing":
         choices = ", ".join(str(c) for c in candidates)
         raise ShortNameError(
-            f"short-name {_quote(name)} is ambiguous ({choices}) and short-name-mode is "
+            f"short-name {go_quote(name)} is ambiguous ({choices}) and short-name-mode is "
             f"enforcing: use a fully-qualified name such as {candidates[0]}, or add an "
-            f"alias for {_quote(repo)} to registries.conf"
+            f"alias for {go_quote(repo)} to registries.conf"
         )
     return Resolution(candidates, description, short_name=repo)
 
@@ -161,7 +162,7 @@ def _parse_input(name: str) -> Reference:
     try:
         return parse_normalized_named(name)
     except InvalidReferenceError as exc:
-        raise InvalidReferenceError(f"cannot parse input: {_quote(name)}: {exc}") from exc
+        raise InvalidReferenceError(f"cannot parse input: {go_quote(name)}: {exc}") from exc
 
 
 def _repo_of(short_name: str) -> str:
@@ -203,14 +204,9 @@ def _search_candidates(name: str, registries: tuple[str, ...]) -> list[Reference
             candidates.append(_with_default_tag(parse_normalized_named(f"{registry}/{name}")))
         except InvalidReferenceError as exc:
             raise ShortNameError(
-                f"creating reference with unqualified-search registry {_quote(registry)}: {exc}"
+                f"creating reference with unqualified-search registry {go_quote(registry)}: {exc}"
             ) from exc
     return candidates
-
-
-def _quote(value: str) -> str:
-    """Quote a value in a message the way Go's %q would."""
-    return json.dumps(value, ensure_ascii=False)
 
 
 # === the alias cache
@@ -271,7 +267,7 @@ class AliasCache:
     @staticmethod
     def _check_name(name: str) -> None:
         if not is_short_name(name):
-            raise ShortNameError(f"{_quote(name)} is not a short name")
+            raise ShortNameError(f"{go_quote(name)} is not a short name")
         try:
             check_short_name(name)
         except ConfigError as exc:
@@ -287,14 +283,14 @@ class AliasCache:
                 del raw[name]
             else:
                 raise ShortNameError(
-                    f"short-name alias {_quote(name)} not found in {_quote(str(self.path))}: "
+                    f"short-name alias {go_quote(name)} not found in {go_quote(str(self.path))}: "
                     "please check registries.conf files"
                 )
             self._write(raw)
 
     def _read(self) -> tuple[dict[str, str], dict[str, Alias]]:
         """The raw table and its validated form; errors name the file."""
-        where = f"loading short-name aliases config file {_quote(str(self.path))}"
+        where = f"loading short-name aliases config file {go_quote(str(self.path))}"
         try:
             data = tomllib.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -330,7 +326,7 @@ class AliasCache:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ConfigError(
-                f"cannot open the short-name alias lock {_quote(str(self.lock_path))}: "
+                f"cannot open the short-name alias lock {go_quote(str(self.lock_path))}: "
                 f"{exc.strerror}; check the directory's permissions"
             ) from exc
         try:
