@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 
 from towline.config.paths import ConfigPaths
-from towline.config.registries import (
-    RegistriesConf,
-    Registry,
-    load_registries_conf,
-    match_prefix,
-)
+from towline.config.registries import RegistriesConf, Registry, match_prefix
+from towline.config.registries_files import load_registries_conf
 from towline.errors import ConfigError, TransportError
 from towline.reference import parse_normalized_named, parse_reference
 

@@ -14,7 +14,8 @@ import pytest
 
 import towline
 from towline.config.paths import ConfigPaths
-from towline.config.registries import RegistriesConf, load_registries_conf
+from towline.config.registries import RegistriesConf
+from towline.config.registries_files import load_registries_conf
 from towline.config.shortnames import AliasCache, Resolution, resolve, resolve_locally
 from towline.errors import ConfigError, InvalidReferenceError, ShortNameError
 from towline.reference import parse_reference

@@ -1,7 +1,8 @@
 """Configuration read from the places podman reads it.
 
 - :mod:`~towline.config.paths`: every file and directory, overridable (``ConfigPaths``).
-- :mod:`~towline.config.registries`: registries.conf v2 + drop-ins, ``[[registry]]`` rules.
+- :mod:`~towline.config.registries`: registries.conf v2 ``[[registry]]`` and alias rules.
+- :mod:`~towline.config.registries_files`: reading registries.conf, drop-ins and v1 files.
 - :mod:`~towline.config.shortnames`: short-name resolution and the alias cache.
 - :mod:`~towline.config.credentials`: ``--creds``, auth files, credential helpers.
 - :mod:`~towline.config.certs`: ``certs.d/<host:port>/`` → ``ssl.SSLContext``.
@@ -20,8 +21,8 @@ from towline.config.registries import (
     PullSource,
     RegistriesConf,
     Registry,
-    load_registries_conf,
 )
+from towline.config.registries_files import load_registries_conf
 from towline.config.shortnames import AliasCache, Resolution, resolve, resolve_locally
 
 __all__ = [
