@@ -19,14 +19,11 @@ import os
 import platform
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -40,6 +37,7 @@ from e2e_images import (
     marker_path,
     push_bench_image,
 )
+from e2e_report import Cell, Report, ToolRow, render_markdown, report_json
 from peers import (
     BenchError,
     Podman,
@@ -56,81 +54,7 @@ from support.registry import RegistryServer
 
 DEFAULT_IMAGES = ("small-files", "large-gzip", "large-zstd")
 TOOL_KEYS = ("towline", "podman-overlay", "podman-vfs", "skopeo", "tar")
-#: Issue 3: how many times faster than podman towline must be, per image.
-PODMAN_TARGETS = {"small-files": 1.5, "large-gzip": 2.0, "large-zstd": 2.0}
-# Issue 3 asks towline to keep up with `tar -x` on the file-creation-bound image only;
-# on the large ones the ratio is printed for orientation (tar neither verifies nor keeps blobs).
-TAR_TARGETS = {"small-files"}
-
 Log = Callable[[str], None]
-
-
-@dataclass
-class Cell:
-    """The runs of one tool on one image."""
-
-    samples: list[float] = field(default_factory=list)
-    verified: int = 0  # runs whose result was checked, warm-up included
-    error: str | None = None
-
-    @property
-    def median(self) -> float | None:
-        """Median seconds, None without samples or after a failure."""
-        return statistics.median(self.samples) if self.samples and not self.error else None
-
-
-@dataclass
-class ToolRow:
-    """One tool, why it did not run (if so), and its cells by image."""
-
-    key: str
-    label: str
-    unavailable: str | None
-    cells: dict[str, Cell] = field(default_factory=dict)
-
-
-@dataclass
-class Report:
-    """Everything one run of the benchmark measured, and how."""
-
-    command: str
-    rounds: int
-    images: list[BenchImage]
-    rows: list[ToolRow]
-    notes: list[str]
-    environment: dict[str, str]
-
-    def row(self, key: str) -> ToolRow | None:
-        """The row of tool ``key``."""
-        return next((row for row in self.rows if row.key == key), None)
-
-    def _cells(self, key: str, image: str) -> tuple[Cell, Cell] | None:
-        towline, other = self.row("towline"), self.row(key)
-        if towline is None or other is None or image not in towline.cells:
-            return None
-        base, cell = towline.cells[image], other.cells.get(image, Cell())
-        return (base, cell) if base.median and cell.median is not None else None
-
-    def ratio(self, key: str, image: str) -> float | None:
-        """Median over rounds of ``key``'s time over towline's in the same round, on ``image``.
-
-        Pairing the runs of a round cancels drifts in the machine's speed (other work, the
-        disk's state) that a ratio of medians keeps. Above 1: towline is faster.
-        """
-        cells = self._cells(key, image)
-        if cells is None:
-            return None
-        base, cell = cells
-        return statistics.median(
-            mine / theirs for mine, theirs in zip(cell.samples, base.samples, strict=True)
-        )
-
-    def ratio_of_medians(self, key: str, image: str) -> float | None:
-        """``key``'s median over towline's median on ``image``."""
-        cells = self._cells(key, image)
-        if cells is None or cells[0].median is None or cells[1].median is None:
-            return None
-        return cells[1].median / cells[0].median
 
 
 # === running
@@ -382,108 +306,6 @@ def run_benchmark(
         return Report(command, rounds, images, rows, notes, _environment(work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-# === reporting
-
-
-def _seconds(cell: Cell, ratio: float | None) -> str:
-    if cell.error:
-        return "failed"
-    if cell.median is None:
-        return "n/a"
-    shown = f"{cell.median:.2f} s" if cell.median >= 0.1 else f"{cell.median * 1000:.0f} ms"
-    return f"{shown} ({ratio:.2f}x)" if ratio is not None else shown
-
-
-def _targets(report: Report) -> list[str]:
-    lines = []
-    for image in report.images:
-        name = image.name
-        podman = [r for r in (report.ratio(k, name) for k in ("podman-overlay", "podman-vfs")) if r]
-        if name in PODMAN_TARGETS and podman:
-            goal, got = PODMAN_TARGETS[name], min(podman)
-            verdict = "met" if got >= goal else "NOT met"
-            lines.append(f"{name}: towline {got:.2f}x faster than podman (goal {goal}x): {verdict}")
-        tar = report.ratio("tar", name)
-        if tar is not None and name in TAR_TARGETS:
-            verdict = "met" if tar >= 1.0 else "NOT met"
-            lines.append(f"{name}: tar -x takes {tar:.2f}x towline's time (goal >= 1): {verdict}")
-    return lines
-
-
-def render_markdown(report: Report) -> str:
-    """The table (tool x image: median seconds and ratio to towline) with how it was made."""
-    names = [image.name for image in report.images]
-    lines = [
-        f"`{report.command}` ({report.rounds} round{'s' if report.rounds > 1 else ''}; "
-        "median seconds per pull into an empty store; in brackets, the median over rounds "
-        "of the tool's time over towline's in the same round: above 1, towline is faster)",
-        "",
-        "| tool | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for row in report.rows:
-        if row.unavailable:
-            label = f"{row.label}: {row.unavailable}"
-            lines.append(f"| {label} | " + " | ".join("n/a" for _ in names) + " |")
-            continue
-        cells = [_seconds(row.cells[n], report.ratio(row.key, n)) for n in names]
-        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for image in report.images:
-        lines.append(
-            f"- {image.name}: {image.description}; {image.entries} tar entries, "
-            f"{image.uncompressed_size / 1e6:.0f} MB unpacked, "
-            f"{image.compressed_size / 1e6:.0f} MB compressed"
-        )
-    failures = [(r, n, r.cells[n].error) for r in report.rows for n in names if r.cells[n].error]
-    lines += [f"- {row.label} on {name} failed: {error}" for row, name, error in failures]
-    lines += [f"- {note}" for note in report.notes]
-    lines += [f"- target: {line}" for line in _targets(report)]
-    env = report.environment
-    lines.append("- environment: " + "; ".join(f"{k}: {v}" for k, v in env.items()))
-    return "\n".join(lines) + "\n"
-
-
-def report_json(report: Report) -> dict[str, Any]:
-    """The report as plain JSON data, every sample included."""
-    return {
-        "command": report.command,
-        "rounds": report.rounds,
-        "environment": report.environment,
-        "notes": report.notes,
-        "targets": _targets(report),
-        "images": {
-            image.name: {
-                "description": image.description,
-                "manifest_digest": image.manifest_digest,
-                "layers": len(image.layers),
-                "entries": image.entries,
-                "uncompressed_size": image.uncompressed_size,
-                "compressed_size": image.compressed_size,
-            }
-            for image in report.images
-        },
-        "tools": {
-            row.key: {
-                "label": row.label,
-                "unavailable": row.unavailable,
-                "results": {
-                    name: {
-                        "samples": cell.samples,
-                        "median": cell.median,
-                        "ratio_vs_towline": report.ratio(row.key, name),
-                        "ratio_of_medians": report.ratio_of_medians(row.key, name),
-                        "verified_runs": cell.verified,
-                        "error": cell.error,
-                    }
-                    for name, cell in row.cells.items()
-                },
-            }
-            for row in report.rows
-        },
-    }
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -190,3 +190,14 @@ def test_the_towline_to_time_can_be_named() -> None:
     assert e2e._parse(["--towline", "/opt/venv/bin/towline"]).towline == Path(
         "/opt/venv/bin/towline"
     )
+
+
+def test_the_spread_of_per_round_ratios_is_shown() -> None:
+    report = _report(None)
+    # podman rounds: 5/1, 4/3, 6/2; tar: 2.5/1, 2.5/3, 2.5/2.
+    assert report.ratio_range("podman-overlay", "small-files") == pytest.approx((4 / 3, 5.0))
+    table = e2e.render_markdown(report)
+    assert (
+        "- per-round ratios on small-files (min-max): podman pull (overlay) 1.33-5.00, "
+        "tar -x of the layers 0.83-2.50" in table
+    )
