@@ -4,20 +4,21 @@
 //! O_NOFOLLOW semantics and, on EEXIST, removes what is there and retries.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Seek, SeekFrom, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Seek, SeekFrom};
 use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, Timestamps, Uid, XattrFlags, CWD};
-use rustix::io::Errno;
+use rustix::fs::{AtFlags, FileType, Gid, Mode, Uid, XattrFlags, CWD};
 
 use super::confine::{child, clean, Resolver};
+use super::data::{copy_data, copy_limited};
 use super::header::{Entry, Kind, Timestamp};
+use super::metadata::{id, os_err, timestamps};
+use super::options::{DevicePolicy, UnpackOptions, UnpackStats};
 use super::reader::TarReader;
 use crate::atomic::remove_tree;
 use crate::error::{Error, Result};
-use crate::syncer::SyncQueue;
 
 /// Files at least this large are written back early; smaller ones are left to syncfs.
 const EARLY_WRITEBACK: u64 = 256 << 10;
@@ -27,48 +28,6 @@ const EARLY_WRITEBACK: u64 = 256 << 10;
 /// keeps a lower layer's metadata for them, as an extractor applying layers
 /// in place (umoci, podman's vfs) does.
 pub const IMPLIED_DIRS: &[u8] = b".wh..wh..towline-implied-dirs";
-
-/// What to do with character and block device members.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DevicePolicy {
-    Create,
-    /// Leave them out (what rootless podman does: it cannot create them either).
-    Skip,
-    Refuse,
-}
-
-#[derive(Clone, Debug)]
-pub struct UnpackOptions {
-    /// Apply the archive's numeric uid/gid (needs root).
-    pub same_owner: bool,
-    pub devices: DevicePolicy,
-    pub xattrs: bool,
-    /// Where completed large files go for early writeback (durable sinks).
-    pub sync: Option<SyncQueue>,
-}
-
-impl Default for UnpackOptions {
-    fn default() -> Self {
-        let root = rustix::process::geteuid().is_root();
-        UnpackOptions {
-            same_owner: root,
-            devices: if root {
-                DevicePolicy::Create
-            } else {
-                DevicePolicy::Skip
-            },
-            xattrs: true,
-            sync: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct UnpackStats {
-    pub entries: u64,
-    pub skipped_devices: u64,
-    pub skipped_xattrs: u64,
-}
 
 /// Directory metadata applied once the whole layer is written: creating
 /// children would bump the mtime, and a 0555 directory would refuse them.
@@ -82,13 +41,13 @@ pub struct Unpacker {
     /// The process umask (what the kernel strips from creation modes).
     umask: u32,
     /// Who new files belong to without a chown, while `owner_for_free` holds.
-    me: (u64, u64),
+    pub(super) me: (u64, u64),
     /// True while every directory in the tree has our gid and no set-group-ID
     /// bit: then a new file is ours by construction (with or without BSD
     /// `grpid` inheritance), and a member owned by us needs no chown. The
     /// first directory that breaks this turns it off for the rest of the layer.
-    owner_for_free: bool,
-    opts: UnpackOptions,
+    pub(super) owner_for_free: bool,
+    pub(super) opts: UnpackOptions,
     dirs: HashMap<Vec<u8>, DirMeta>,
     pub stats: UnpackStats,
 }
@@ -105,26 +64,6 @@ fn current_umask() -> u32 {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         })
         .unwrap_or(0o777)
-}
-
-fn timestamps(t: Timestamp) -> Timestamps {
-    let ts = rustix::fs::Timespec {
-        tv_sec: t.secs,
-        tv_nsec: t.nanos.into(),
-    };
-    Timestamps {
-        last_access: ts,
-        last_modification: ts,
-    }
-}
-
-fn id(value: u64, what: &str, member: &[u8]) -> Result<u32> {
-    u32::try_from(value)
-        .map_err(|_| Error::unsafe_path(member, format!("{what} {value} does not fit in 32 bits")))
-}
-
-fn os_err(op: &'static str, path: &Path, e: Errno) -> Error {
-    Error::io(op, path, e.into())
 }
 
 impl Unpacker {
@@ -414,68 +353,6 @@ impl Unpacker {
         self.chmod(full, entry.mode)
     }
 
-    fn chmod(&self, full: &Path, mode: u32) -> Result<()> {
-        rustix::fs::chmodat(CWD, full, Mode::from_raw_mode(mode), AtFlags::empty())
-            .map_err(|e| os_err("chmod", full, e))
-    }
-
-    /// Whether `entry` must be chowned to carry the archive's owner.
-    fn needs_chown(&self, entry: &Entry) -> bool {
-        self.opts.same_owner && !(self.owner_for_free && (entry.uid, entry.gid) == self.me)
-    }
-
-    fn chown(&self, entry: &Entry, full: &Path, nofollow: bool) -> Result<()> {
-        if !self.needs_chown(entry) {
-            return Ok(());
-        }
-        let flags = if nofollow {
-            AtFlags::SYMLINK_NOFOLLOW
-        } else {
-            AtFlags::empty()
-        };
-        let uid = Uid::from_raw(id(entry.uid, "uid", &entry.path)?);
-        let gid = Gid::from_raw(id(entry.gid, "gid", &entry.path)?);
-        rustix::fs::chownat(CWD, full, Some(uid), Some(gid), flags)
-            .map_err(|e| os_err("chown", full, e))
-    }
-
-    fn set_xattrs_path(&mut self, entry: &Entry, full: &Path) -> Result<()> {
-        if !self.opts.xattrs {
-            return Ok(());
-        }
-        for (name, value) in &entry.xattrs {
-            let res = rustix::fs::lsetxattr(full, name.as_slice(), value, XattrFlags::empty());
-            self.xattr_result(res, full)?;
-        }
-        Ok(())
-    }
-
-    /// Extended attributes are applied "where the filesystem allows": a
-    /// filesystem or namespace that refuses them is counted, not fatal.
-    fn xattr_result(&mut self, res: rustix::io::Result<()>, full: &Path) -> Result<()> {
-        match res {
-            Ok(()) => Ok(()),
-            Err(Errno::NOTSUP | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
-                self.stats.skipped_xattrs += 1;
-                Ok(())
-            }
-            Err(e) => Err(os_err("set xattr", full, e)),
-        }
-    }
-
-    /// Owner, xattrs and times of a member that must not be followed.
-    fn finish_nofollow(&mut self, entry: &Entry, full: &Path) -> Result<()> {
-        self.chown(entry, full, true)?;
-        self.set_xattrs_path(entry, full)?;
-        rustix::fs::utimensat(
-            CWD,
-            full,
-            &timestamps(entry.mtime),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| os_err("set times", full, e))
-    }
-
     /// Applies the deferred directory modes and times, and records which
     /// directories were only implied (see `IMPLIED_DIRS`).
     pub fn finish(self) -> Result<UnpackStats> {
@@ -512,41 +389,4 @@ impl FromBytesRef for std::ffi::OsStr {
     fn from_bytes_ref(bytes: &[u8]) -> &Self {
         std::os::unix::ffi::OsStrExt::from_bytes(bytes)
     }
-}
-
-fn copy_data<R: std::io::BufRead>(
-    tar: &mut TarReader<R>,
-    file: &mut File,
-    full: &Path,
-) -> Result<()> {
-    loop {
-        let chunk = tar.data_chunk()?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        file.write_all(chunk)
-            .map_err(|e| Error::io("write", full, e))?;
-        let n = chunk.len();
-        tar.consume_data(n);
-    }
-}
-
-fn copy_limited<R: std::io::BufRead>(
-    tar: &mut TarReader<R>,
-    file: &mut File,
-    full: &Path,
-    mut left: u64,
-) -> Result<()> {
-    while left > 0 {
-        let chunk = tar.data_chunk()?;
-        let n = (chunk.len() as u64).min(left) as usize;
-        if n == 0 {
-            return Err(Error::bad_tar("sparse data shorter than its map"));
-        }
-        file.write_all(&chunk[..n])
-            .map_err(|e| Error::io("write", full, e))?;
-        tar.consume_data(n);
-        left -= n as u64;
-    }
-    Ok(())
 }

@@ -1,19 +1,23 @@
 //! Hardened, streaming untar of one layer into a directory.
 //!
 //! `header` decodes blocks, `reader` walks the stream, `confine` keeps every
-//! path inside the root and `entries` creates the members. OCI whiteouts
+//! path inside the root, `entries` creates the members (`data` fills files,
+//! `metadata` sets modes, owners, xattrs and times), as `options` says. OCI whiteouts
 //! (`.wh.name`, `.wh..wh..opq`) are ordinary members here: a layer directory
 //! keeps them as they are; `apply.rs` interprets them when merging layers.
 
 pub mod confine;
+mod data;
 pub mod entries;
 pub mod header;
+mod metadata;
+mod options;
 pub mod reader;
 
 use std::io::BufRead;
 use std::path::Path;
 
-pub use entries::{DevicePolicy, UnpackOptions, UnpackStats};
+pub use options::{DevicePolicy, UnpackOptions, UnpackStats};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
