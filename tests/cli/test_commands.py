@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import towline
 from support.images import FIXED_CREATED, STANDARD_ROOTFS
 from support.registry import PushedImage
 
@@ -153,3 +154,9 @@ def test_unpack_writes_the_merged_tree(
     empty.mkdir()
     run_towline("unpack", image_id(image)[:12], str(empty)).ok()
     assert tree(empty) == STANDARD_ROOTFS
+
+
+def test_version_is_printed_as_podman_and_skopeo_print_theirs(run_towline: TowlineCLI) -> None:
+    for flag in ("--version", "-v"):
+        result = run_towline(flag).ok()
+        assert result.stdout == f"towline version {towline.__version__}\n"

@@ -17,6 +17,7 @@ import click
 # point does this, so a program that imports towline as a library keeps httpx whole.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
+from towline import __version__  # noqa: E402
 from towline.cli import commands  # noqa: E402
 from towline.errors import TowlineError  # noqa: E402
 
@@ -27,6 +28,7 @@ EXIT_INTERRUPTED = 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-v", message="towline version %(version)s")
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
