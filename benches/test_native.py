@@ -25,15 +25,9 @@ from pipelines import (
     cli_missing_tool,
     pipeline_named,
 )
+from support.tools import skip_or_fail
 
 CASES = list(itertools.product(DESTINATIONS, LAYER_KINDS, COMPRESSIONS, PIPELINES))
-
-
-def skip_or_fail(message: str) -> None:
-    """Skip on a developer machine; on CI (CI=true) the machine must have it: fail."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must provide it", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from support.tools import require_tool
+from support.tools import require_tool, skip_or_fail
 
 BENCHES = Path(__file__).resolve().parents[1] / "benches"
 sys.path.insert(0, str(BENCHES))
@@ -41,10 +41,7 @@ class BenchRun:
 def _require_root() -> None:
     if os.geteuid() == 0:
         return
-    message = "the e2e benchmark needs root (podman's own --root, tmpfs in a mount namespace)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI must run it as root", pytrace=False)
-    pytest.skip(message)
+    skip_or_fail("the e2e benchmark needs root (podman's own --root, tmpfs in a mount namespace)")
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -26,7 +27,11 @@ def require_tool(name: str) -> str:
     if path is not None:
         return path
     package = DEBIAN_PACKAGES.get(name, name)
-    message = f"{name} is not installed (apt-get install {package})"
+    skip_or_fail(f"{name} is not installed (apt-get install {package})")
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """Skip on a developer machine; on CI (``CI=true``) the machine must have it: fail."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI must provide it", pytrace=False)
     pytest.skip(message)
