@@ -14,6 +14,16 @@ use std::sync::Arc;
 
 use crate::error::{into_io, Error};
 
+/// `Read::read` for a reader whose real interface is `BufRead`: copies out of
+/// the current buffer, never past it.
+pub fn read_buffered<R: BufRead + ?Sized>(reader: &mut R, out: &mut [u8]) -> io::Result<usize> {
+    let available = reader.fill_buf()?;
+    let n = available.len().min(out.len());
+    out[..n].copy_from_slice(&available[..n]);
+    reader.consume(n);
+    Ok(n)
+}
+
 /// A chunk of a stream; shared so one buffer can go to several consumers.
 pub type Chunk = Arc<Vec<u8>>;
 
@@ -160,11 +170,7 @@ impl ChunkReader {
 
 impl Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, out)
     }
 }
 

@@ -225,11 +225,7 @@ struct DiffIdReader<R> {
 
 impl<R: BufRead> Read for DiffIdReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        chunks::read_buffered(self, out)
     }
 }
 
