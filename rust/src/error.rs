@@ -70,6 +70,10 @@ pub enum Error {
 
     #[error("the sink is closed: {0}")]
     Closed(&'static str),
+
+    /// A bug in towline (a worker thread panicked): never the layer's fault.
+    #[error("internal error: {0}; this is a bug in towline, please report it")]
+    Internal(String),
 }
 
 impl Error {
@@ -90,6 +94,10 @@ impl Error {
 
     pub fn bad_tar(reason: impl Into<String>) -> Self {
         Error::BadTar(reason.into())
+    }
+
+    pub fn panicked(thread: &str) -> Self {
+        Error::Internal(format!("the {thread} thread panicked"))
     }
 
     /// Stable identifier used by Python callers (`TowlineError.slug`).
@@ -114,6 +122,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::InvalidArgument(_) => "invalid_argument",
             Error::Closed(_) => "closed",
+            Error::Internal(_) => "internal",
         }
     }
 }
@@ -134,6 +143,6 @@ pub fn from_io(err: io::Error, format: &'static str) -> Error {
     match err.into_inner().map(|inner| inner.downcast::<Error>()) {
         Some(Ok(engine)) => *engine,
         // Unreachable: the type was checked above; keep a truthful error anyway.
-        _ => Error::BadTar("internal error while unwrapping an I/O error".into()),
+        _ => Error::Internal("an I/O error lost its engine error while unwrapping".into()),
     }
 }

@@ -1,5 +1,10 @@
 //! Caps on hostile layers: decompression ratio, entry count, header sizes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
 /// Limits applied while decompressing and unpacking one layer.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -27,5 +32,32 @@ impl Default for Limits {
             max_path_len: 4096,
             max_sparse_regions: 1 << 16,
         }
+    }
+}
+
+/// Stops a decompression bomb: too many bytes out per compressed byte in.
+/// "Out" is the decompressed stream, or the apparent size of the files the
+/// untar makes (sparse holes cost no input but are as large on a copy).
+#[derive(Clone, Debug)]
+pub struct RatioGuard {
+    /// Compressed bytes received so far.
+    pub fed: Arc<AtomicU64>,
+    pub limits: Limits,
+}
+
+impl RatioGuard {
+    pub fn check(&self, uncompressed: u64) -> Result<()> {
+        let limit = self.limits.max_ratio;
+        if limit > 0.0 && uncompressed > self.limits.ratio_grace {
+            let compressed = self.fed.load(Ordering::Relaxed).max(1);
+            if uncompressed as f64 > limit * compressed as f64 {
+                return Err(Error::RatioExceeded {
+                    compressed,
+                    uncompressed,
+                    limit,
+                });
+            }
+        }
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -16,7 +16,7 @@ use crate::chunks::{self, Chunk, ChunkReader, Feed, Recycler};
 use crate::decompress::{self, Compression};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{from_io, into_io, Error, Result};
-use crate::limits::Limits;
+use crate::limits::{Limits, RatioGuard};
 use crate::untar::{self, UnpackOptions, UnpackStats};
 
 /// Decompressed bytes per read: large reads keep inflate and sha256 efficient.
@@ -80,14 +80,10 @@ impl WorkerJob {
         })?;
         let unpacked = self.untar(untar_input, format);
         // The decoder's own failure is the root cause of whatever the untar saw.
-        let decoded = decoder.join().unwrap_or_else(|_| {
-            Err(Error::bad_tar(
-                "internal error: the inflate thread panicked",
-            ))
-        });
-        let hashed = hasher
+        let decoded = decoder
             .join()
-            .map_err(|_| Error::bad_tar("internal error: the diff_id thread panicked"));
+            .unwrap_or_else(|_| Err(Error::panicked("inflate")));
+        let hashed = hasher.join().map_err(|_| Error::panicked("diff_id"));
         decoded?;
         let stats = unpacked?;
         let (diff_id, uncompressed_size) = hashed?;
@@ -102,13 +98,22 @@ impl WorkerJob {
     /// Untars (or, without a target, just reads) the decompressed stream.
     fn untar<R: BufRead>(&self, mut input: R, format: &'static str) -> Result<Option<UnpackStats>> {
         match &self.target {
-            Some(dir) => Ok(Some(untar::unpack(
-                &mut input,
-                dir,
-                &self.unpack,
-                &self.limits,
-                format,
-            )?)),
+            Some(dir) => {
+                let opts = UnpackOptions {
+                    ratio: Some(RatioGuard {
+                        fed: self.fed.clone(),
+                        limits: self.limits.clone(),
+                    }),
+                    ..self.unpack.clone()
+                };
+                Ok(Some(untar::unpack(
+                    &mut input,
+                    dir,
+                    &opts,
+                    &self.limits,
+                    format,
+                )?))
+            }
             None => {
                 io::copy(&mut input, &mut io::sink()).map_err(|e| from_io(e, format))?;
                 Ok(None)
@@ -145,29 +150,6 @@ pub fn spawn_named<T: Send + 'static>(
         .name(name.into())
         .spawn(f)
         .map_err(|e| Error::io("start worker thread", std::path::Path::new("-"), e))
-}
-
-/// Stops a decompression bomb: too many bytes out per compressed byte in.
-struct RatioGuard {
-    fed: Arc<AtomicU64>,
-    limits: Limits,
-}
-
-impl RatioGuard {
-    fn check(&self, uncompressed: u64) -> Result<()> {
-        let limit = self.limits.max_ratio;
-        if limit > 0.0 && uncompressed > self.limits.ratio_grace {
-            let compressed = self.fed.load(Ordering::Relaxed).max(1);
-            if uncompressed as f64 > limit * compressed as f64 {
-                return Err(Error::RatioExceeded {
-                    compressed,
-                    uncompressed,
-                    limit,
-                });
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Runs the decoder to the end of its input, passing large shared buffers to

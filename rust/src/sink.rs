@@ -308,6 +308,6 @@ impl Drop for Sink {
 fn join(handle: JoinHandle<Result<WorkerOutput>>) -> Result<WorkerOutput> {
     match handle.join() {
         Ok(result) => result,
-        Err(_) => Err(Error::bad_tar("internal error: the layer worker panicked")),
+        Err(_) => Err(Error::panicked("layer worker")),
     }
 }

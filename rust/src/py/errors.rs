@@ -28,7 +28,7 @@ pub fn to_py(err: Error) -> PyErr {
         | Error::RatioExceeded { .. }
         | Error::LimitExceeded(_) => InvalidLayerError::new_err((message, slug)),
         Error::Io { .. } => StoreError::new_err((message, slug)),
-        Error::UnsupportedAlgorithm(_) | Error::InvalidDigest { .. } => {
+        Error::UnsupportedAlgorithm(_) | Error::InvalidDigest { .. } | Error::Internal(_) => {
             TowlineError::new_err((message, slug))
         }
         Error::InvalidArgument(_) | Error::Closed(_) => PyValueError::new_err(message),

@@ -6,21 +6,30 @@
 //! means the layer's root, "../.." stops at the root. The final component is
 //! never followed; it is replaced. So no write can land outside the root.
 //!
-//! Resolution walks real directories with `lstat`; directories proven real are
-//! cached (every prefix of a cached path is cached too), so a typical layer
-//! costs one hash lookup per member.
+//! Resolution walks the model of what this unpack made ([`DirTree`]: its
+//! directories and symlinks), so a member under known directories costs no
+//! system call, and each step costs one lookup of one name: time per member is
+//! bounded by the components walked, and those are capped (`MAX_LINK_STEPS`),
+//! so hostile symlink chains cost time linear in the input. Only names the model
+//! does not know (files, or what was in the root before) are asked of the
+//! filesystem with `lstat`.
 
-use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::header::Timestamp;
+use crate::dirtree::{ident_of, DirTree, Ident, Node, NodeId, ROOT};
 use crate::error::{Error, Result};
 
 /// Most symlinks followed while resolving one path (Linux's own limit is 40).
 const MAX_LINKS: usize = 40;
+
+/// Most path components that symlink targets may add to one resolution: legit
+/// layers need a handful, and the cap bounds the work a member can cause.
+const MAX_LINK_STEPS: usize = 4096;
 
 /// Lexically cleans a member name: drops "", "." and leading "/", resolves
 /// ".." without ever going above the root.
@@ -38,17 +47,6 @@ pub fn clean(name: &[u8]) -> Vec<&[u8]> {
     parts
 }
 
-pub fn join(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(b'/');
-        }
-        out.extend_from_slice(p);
-    }
-    out
-}
-
 pub fn child(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut out = parent.to_vec();
     if !out.is_empty() {
@@ -58,22 +56,44 @@ pub fn child(parent: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Mode and mtime a layer declares for a directory, applied at the end.
+#[derive(Clone, Copy, Debug)]
+pub struct Declared {
+    pub mode: u32,
+    pub mtime: Timestamp,
+}
+
+/// What the unpack knows of one directory in the root.
+pub struct DirState {
+    /// Set once the layer declares the directory; until then it keeps its mode.
+    pub declared: Option<Declared>,
+    /// Made because a member needed a parent that the layer did not declare.
+    pub implied: bool,
+    pub ident: Ident,
+}
+
+/// A resolved parent directory: its node and its path relative to the root.
+pub struct Resolved {
+    pub dir: NodeId,
+    pub rel: Vec<u8>,
+}
+
 pub struct Resolver {
     root: PathBuf,
-    real_dirs: HashSet<Vec<u8>>,
-    /// Parents created because a member needed them, not declared by the layer.
-    implied: HashSet<Vec<u8>>,
+    tree: DirTree<DirState>,
 }
 
 impl Resolver {
-    pub fn new(root: &Path) -> Self {
-        let mut real_dirs = HashSet::new();
-        real_dirs.insert(Vec::new());
-        Resolver {
+    pub fn new(root: &Path) -> Result<Self> {
+        let meta = fs::symlink_metadata(root).map_err(|e| Error::io("inspect", root, e))?;
+        Ok(Resolver {
             root: root.to_path_buf(),
-            real_dirs,
-            implied: HashSet::new(),
-        }
+            tree: DirTree::new(DirState {
+                declared: None,
+                implied: false,
+                ident: ident_of(&meta),
+            }),
+        })
     }
 
     pub fn full(&self, rel: &[u8]) -> PathBuf {
@@ -83,59 +103,65 @@ impl Resolver {
         self.root.join(OsStr::from_bytes(rel))
     }
 
-    /// Records a directory the layer declares (it is no longer implied).
-    pub fn note_dir(&mut self, rel: Vec<u8>) {
-        self.implied.remove(&rel);
-        self.real_dirs.insert(rel);
+    pub fn tree(&self) -> &DirTree<DirState> {
+        &self.tree
     }
 
-    /// Directories that exist only because members below them needed a parent.
-    pub fn implied_dirs(&self) -> Vec<&[u8]> {
-        let mut dirs: Vec<&[u8]> = self.implied.iter().map(Vec::as_slice).collect();
-        dirs.sort_unstable();
-        dirs
-    }
-
-    /// Forgets `rel` and everything below it (it was removed or replaced).
-    pub fn forget(&mut self, rel: &[u8]) {
-        let mut prefix = rel.to_vec();
-        prefix.push(b'/');
-        let doomed = |d: &Vec<u8>| d.as_slice() == rel || d.starts_with(&prefix);
-        self.real_dirs.retain(|d| !doomed(d));
-        self.implied.retain(|d| !doomed(d));
+    pub fn tree_mut(&mut self) -> &mut DirTree<DirState> {
+        &mut self.tree
     }
 
     /// Resolves the directory named by `parts` to a real directory inside the
-    /// root and returns its root-relative path. Missing directories are
-    /// created (0755) when `create` is set, as tar does for implicit parents.
-    pub fn resolve_dir(&mut self, parts: &[&[u8]], create: bool, member: &[u8]) -> Result<Vec<u8>> {
-        let lexical = join(parts);
-        if self.real_dirs.contains(&lexical) {
-            return Ok(lexical);
-        }
-        let mut resolved: Vec<Vec<u8>> = Vec::new();
-        let mut pending: VecDeque<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
-        let mut links = 0;
-        while let Some(part) = pending.pop_front() {
-            match part.as_slice() {
+    /// root. Missing directories are created (0755) when `create` is set, as
+    /// tar does for implicit parents.
+    pub fn resolve_dir(
+        &mut self,
+        parts: &[&[u8]],
+        create: bool,
+        member: &[u8],
+    ) -> Result<Resolved> {
+        // Components still to walk, last first; symlink targets are pushed on top.
+        let mut pending: Vec<Vec<u8>> = Vec::new();
+        let mut next_part = parts.len();
+        let mut cur = ROOT;
+        let mut rel: Vec<u8> = Vec::new();
+        // Length of `rel` before each component of it, so ".." is a truncate.
+        let mut lens: Vec<usize> = Vec::new();
+        let (mut links, mut link_steps) = (0usize, 0usize);
+        loop {
+            let owned;
+            let part: &[u8] = if let Some(p) = pending.pop() {
+                owned = p;
+                &owned
+            } else if next_part > 0 {
+                next_part -= 1;
+                parts[parts.len() - 1 - next_part]
+            } else {
+                break;
+            };
+            match part {
                 b"" | b"." => continue,
                 b".." => {
-                    resolved.pop();
+                    cur = self.tree.parent(cur);
+                    rel.truncate(lens.pop().unwrap_or(0));
                     continue;
                 }
                 _ => {}
             }
-            resolved.push(part);
-            let rel = join(&resolved.iter().map(Vec::as_slice).collect::<Vec<_>>());
-            if self.real_dirs.contains(&rel) {
-                continue;
-            }
-            let full = self.full(&rel);
-            match fs::symlink_metadata(&full) {
-                Ok(meta) if meta.is_dir() => {
-                    self.real_dirs.insert(rel);
+            let node = match self.tree.child(cur, part) {
+                Some(id) => id,
+                None => self.discover(cur, &rel, part, create, member)?,
+            };
+            match self.tree.node(node) {
+                Node::Dir { .. } => {
+                    lens.push(rel.len());
+                    if !rel.is_empty() {
+                        rel.push(b'/');
+                    }
+                    rel.extend_from_slice(part);
+                    cur = node;
                 }
-                Ok(meta) if meta.file_type().is_symlink() => {
+                Node::Symlink(target) => {
                     links += 1;
                     if links > MAX_LINKS {
                         return Err(Error::unsafe_path(
@@ -143,48 +169,91 @@ impl Resolver {
                             "too many levels of symbolic links (a symlink loop)",
                         ));
                     }
-                    let target =
-                        fs::read_link(&full).map_err(|e| Error::io("read symlink", &full, e))?;
-                    let target = target.as_os_str().as_bytes();
-                    resolved.pop();
                     if target.starts_with(b"/") {
                         // An absolute target means the layer's root, not the host's.
-                        resolved.clear();
+                        cur = ROOT;
+                        rel.clear();
+                        lens.clear();
                     }
-                    for piece in target.split(|&b| b == b'/').rev() {
-                        pending.push_front(piece.to_vec());
+                    let pieces: Vec<&[u8]> = target.split(|&b| b == b'/').collect();
+                    link_steps += pieces.len();
+                    if link_steps > MAX_LINK_STEPS {
+                        return Err(Error::unsafe_path(
+                            member,
+                            format!(
+                                "its symlinks add more than {MAX_LINK_STEPS} path components \
+                                 to resolve"
+                            ),
+                        ));
                     }
+                    pending.extend(pieces.into_iter().rev().map(<[u8]>::to_vec));
                 }
-                Ok(_) => {
-                    return Err(Error::unsafe_path(
-                        member,
-                        format!(
-                            "parent {:?} is not a directory",
-                            String::from_utf8_lossy(&rel)
-                        ),
-                    ));
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound && create => {
-                    match fs::create_dir(&full) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(Error::io("create directory", &full, e)),
-                    }
-                    self.implied.insert(rel.clone());
-                    self.real_dirs.insert(rel);
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(Error::unsafe_path(
-                        member,
-                        format!("{:?} is not in the layer", String::from_utf8_lossy(&rel)),
-                    ));
-                }
-                Err(e) => return Err(Error::io("inspect", &full, e)),
+                Node::Free => unreachable!("a child is never a free slot"),
             }
         }
-        Ok(join(
-            &resolved.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-        ))
+        Ok(Resolved { dir: cur, rel })
+    }
+
+    /// Asks the filesystem about `name` in the directory `dir` (at `rel`), which
+    /// the model does not know: a file, nothing (then a parent is made when
+    /// `create`), or what was in the root before this unpack.
+    fn discover(
+        &mut self,
+        dir: NodeId,
+        rel: &[u8],
+        name: &[u8],
+        create: bool,
+        member: &[u8],
+    ) -> Result<NodeId> {
+        let rel_child = child(rel, name);
+        let full = self.full(&rel_child);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => Ok(self.tree.add_dir(
+                dir,
+                name,
+                DirState {
+                    declared: None,
+                    implied: false,
+                    ident: ident_of(&meta),
+                },
+            )),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target =
+                    fs::read_link(&full).map_err(|e| Error::io("read symlink", &full, e))?;
+                Ok(self
+                    .tree
+                    .add_symlink(dir, name, target.as_os_str().as_bytes()))
+            }
+            Ok(_) => Err(Error::unsafe_path(
+                member,
+                format!(
+                    "parent {:?} is not a directory",
+                    String::from_utf8_lossy(&rel_child)
+                ),
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                fs::create_dir(&full).map_err(|e| Error::io("create directory", &full, e))?;
+                let meta =
+                    fs::symlink_metadata(&full).map_err(|e| Error::io("inspect", &full, e))?;
+                Ok(self.tree.add_dir(
+                    dir,
+                    name,
+                    DirState {
+                        declared: None,
+                        implied: true,
+                        ident: ident_of(&meta),
+                    },
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::unsafe_path(
+                member,
+                format!(
+                    "{:?} is not in the layer",
+                    String::from_utf8_lossy(&rel_child)
+                ),
+            )),
+            Err(e) => Err(Error::io("inspect", &full, e)),
+        }
     }
 }
 
@@ -211,17 +280,12 @@ mod tests {
         symlink("real", root.join("rel")).unwrap();
         symlink("loop2", root.join("loop1")).unwrap();
         symlink("loop1", root.join("loop2")).unwrap();
-        let mut r = Resolver::new(root);
-        assert_eq!(
-            r.resolve_dir(&[b"toroot", b"etc"], true, b"m").unwrap(),
-            b"etc"
-        );
-        assert_eq!(r.resolve_dir(&[b"up", b"tmp"], true, b"m").unwrap(), b"tmp");
-        assert_eq!(
-            r.resolve_dir(&[b"rel", b"x"], true, b"m").unwrap(),
-            b"real/x"
-        );
-        let err = r.resolve_dir(&[b"loop1"], true, b"m").unwrap_err();
+        let mut r = Resolver::new(root).unwrap();
+        let mut rel = |parts: &[&[u8]]| r.resolve_dir(parts, true, b"m").map(|d| d.rel);
+        assert_eq!(rel(&[b"toroot", b"etc"]).unwrap(), b"etc");
+        assert_eq!(rel(&[b"up", b"tmp"]).unwrap(), b"tmp");
+        assert_eq!(rel(&[b"rel", b"x"]).unwrap(), b"real/x");
+        let err = rel(&[b"loop1"]).unwrap_err();
         assert!(err.to_string().contains("symlink loop"), "{err}");
         assert!(root.join("etc").is_dir() && root.join("tmp").is_dir());
     }

@@ -3,37 +3,54 @@
 //! Existing paths are replaced, never followed: creation uses O_EXCL /
 //! O_NOFOLLOW semantics and, on EEXIST, removes what is there and retries.
 
-use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Seek, SeekFrom};
 use std::os::unix::fs::{symlink, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, Uid, XattrFlags, CWD};
+use rustix::fs::{FileType, Gid, Mode, Uid, XattrFlags, CWD};
 
-use super::confine::{child, clean, Resolver};
+use super::confine::{child, clean, Declared, DirState, Resolver};
 use super::data::{copy_data, copy_limited};
-use super::header::{Entry, Kind, Timestamp};
+use super::header::{Entry, Kind};
 use super::metadata::{id, os_err, timestamps};
 use super::options::{DevicePolicy, UnpackOptions, UnpackStats};
 use super::reader::TarReader;
 use crate::atomic::remove_tree;
+use crate::dirtree::{ident_of, set_dir_metadata, NodeId, Visit, ROOT};
 use crate::error::{Error, Result};
+use crate::implied_dirs;
 
 /// Files at least this large are written back early; smaller ones are left to syncfs.
 const EARLY_WRITEBACK: u64 = 256 << 10;
 
-/// A bookkeeping file (a `.wh..wh.` name, which layer consumers skip) listing,
-/// NUL-separated, the parent directories a layer did not declare. Merging
-/// keeps a lower layer's metadata for them, as an extractor applying layers
-/// in place (umoci, podman's vfs) does.
-pub const IMPLIED_DIRS: &[u8] = b".wh..wh..towline-implied-dirs";
+/// Names a whiteout may not hide: its target must be one real name.
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
-/// Directory metadata applied once the whole layer is written: creating
-/// children would bump the mtime, and a 0555 directory would refuse them.
-struct DirMeta {
-    mode: u32,
-    mtime: Timestamp,
+/// Refuses components no layer may use: whiteouts of nothing, ".", or ".."
+/// (merging them would delete the parent of the target: containerd's "invalid
+/// whiteout name"), and towline's own bookkeeping name at the root.
+fn check_names(parts: &[&[u8]], member: &[u8]) -> Result<()> {
+    for (i, part) in parts.iter().enumerate() {
+        if let Some(target) = part.strip_prefix(WHITEOUT_PREFIX) {
+            if matches!(target, b"" | b"." | b"..") {
+                return Err(Error::unsafe_path(member, "invalid whiteout name"));
+            }
+        }
+        if part.len() > 255 {
+            return Err(Error::unsafe_path(
+                member,
+                "a name component is longer than 255 bytes",
+            ));
+        }
+        if i == 0 && *part == implied_dirs::NAME {
+            return Err(Error::unsafe_path(
+                member,
+                "the name is reserved for towline's bookkeeping",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub struct Unpacker {
@@ -48,8 +65,10 @@ pub struct Unpacker {
     /// first directory that breaks this turns it off for the rest of the layer.
     pub(super) owner_for_free: bool,
     pub(super) opts: UnpackOptions,
-    dirs: HashMap<Vec<u8>, DirMeta>,
     pub stats: UnpackStats,
+    /// Apparent bytes of the files written so far (holes of sparse files
+    /// included), counted against the decompression-ratio limit.
+    expanded: u64,
 }
 
 /// The umask, read without changing it (umask(2) would race other threads).
@@ -67,7 +86,7 @@ fn current_umask() -> u32 {
 }
 
 impl Unpacker {
-    pub fn new(root: &Path, opts: UnpackOptions) -> Self {
+    pub fn new(root: &Path, opts: UnpackOptions) -> Result<Self> {
         let me = (
             u64::from(rustix::process::geteuid().as_raw()),
             u64::from(rustix::process::getegid().as_raw()),
@@ -78,15 +97,15 @@ impl Unpacker {
                 u64::from(m.gid()) == me.1 && m.mode() & 0o2000 == 0
             })
             .unwrap_or(false);
-        Unpacker {
-            resolver: Resolver::new(root),
+        Ok(Unpacker {
+            resolver: Resolver::new(root)?,
             umask: current_umask(),
             me,
             owner_for_free,
             opts,
-            dirs: HashMap::new(),
             stats: UnpackStats::default(),
-        }
+            expanded: 0,
+        })
     }
 
     /// Creates `entry` (reading its data from `tar`) inside the root.
@@ -97,84 +116,82 @@ impl Unpacker {
     ) -> Result<()> {
         self.stats.entries += 1;
         let parts = clean(&entry.path);
+        check_names(&parts, &entry.path)?;
         let Some((name, parent)) = parts.split_last() else {
             // "./" names the root itself: keep its metadata, nothing to create.
             if entry.kind == Kind::Dir {
-                self.dirs.insert(
-                    Vec::new(),
-                    DirMeta {
+                if let Some(root) = self.resolver.tree_mut().data_mut(ROOT) {
+                    root.declared = Some(Declared {
                         mode: entry.mode,
                         mtime: entry.mtime,
-                    },
-                );
+                    });
+                }
             }
             return Ok(());
         };
-        if name.len() > 255 {
-            return Err(Error::unsafe_path(
-                &entry.path,
-                "a name component is longer than 255 bytes",
-            ));
-        }
-        let parent_rel = self.resolver.resolve_dir(parent, true, &entry.path)?;
-        let rel = child(&parent_rel, name);
-        let full = self.resolver.full(&rel);
+        let parent = self.resolver.resolve_dir(parent, true, &entry.path)?;
+        let at = At {
+            dir: parent.dir,
+            name,
+            full: self.resolver.full(&child(&parent.rel, name)),
+        };
         match entry.kind {
-            Kind::Dir => self.make_dir(entry, rel, &full),
-            Kind::File => self.make_file(entry, &rel, &full, tar),
+            Kind::Dir => self.make_dir(entry, &at),
+            Kind::File => self.make_file(entry, &at, tar),
             Kind::Symlink => {
-                self.replace_with(&rel, &full, |p| {
+                self.replace_with(&at, |p| {
                     symlink(std::ffi::OsStr::from_bytes_ref(&entry.link), p)
                 })?;
-                self.finish_nofollow(entry, &full)
+                self.resolver
+                    .tree_mut()
+                    .add_symlink(at.dir, name, &entry.link);
+                self.finish_nofollow(entry, &at.full)
             }
-            Kind::Hardlink => self.make_hardlink(entry, &rel, &full),
-            Kind::Char | Kind::Block => self.make_device(entry, &rel, &full),
+            Kind::Hardlink => self.make_hardlink(entry, &at),
+            Kind::Char | Kind::Block => self.make_device(entry, &at),
             Kind::Fifo => {
-                self.replace_with(&rel, &full, |p| {
+                self.replace_with(&at, |p| {
                     rustix::fs::mknodat(CWD, p, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
                         .map_err(Into::into)
                 })?;
-                self.finish_nofollow(entry, &full)?;
-                self.chmod(&full, entry.mode)
+                self.finish_nofollow(entry, &at.full)?;
+                self.chmod(&at.full, entry.mode)
             }
         }
     }
 
-    /// Runs `create`; if something already sits at `full`, removes it (a
+    /// Runs `create`; if something already sits at `at`, removes it (a
     /// directory with all its contents) and runs `create` again.
     fn replace_with<T>(
         &mut self,
-        rel: &[u8],
-        full: &Path,
+        at: &At<'_>,
         create: impl Fn(&Path) -> std::io::Result<T>,
     ) -> Result<T> {
+        let full = &at.full;
         match create(full) {
             Ok(created) => Ok(created),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                self.remove_existing(rel, full)?;
+                self.remove_existing(at)?;
                 create(full).map_err(|e| Error::io("create", full, e))
             }
             Err(e) => Err(Error::io("create", full, e)),
         }
     }
 
-    fn remove_existing(&mut self, rel: &[u8], full: &Path) -> Result<()> {
+    fn remove_existing(&mut self, at: &At<'_>) -> Result<()> {
+        let full = &at.full;
         let meta = fs::symlink_metadata(full).map_err(|e| Error::io("inspect", full, e))?;
         if meta.is_dir() {
             remove_tree(full).map_err(|e| Error::io("remove directory", full, e))?;
-            self.resolver.forget(rel);
-            let mut prefix = rel.to_vec();
-            prefix.push(b'/');
-            self.dirs
-                .retain(|k, _| k.as_slice() != rel && !k.starts_with(&prefix));
         } else {
             fs::remove_file(full).map_err(|e| Error::io("remove", full, e))?;
         }
+        self.resolver.tree_mut().remove(at.dir, at.name);
         Ok(())
     }
 
-    fn make_dir(&mut self, entry: &Entry, rel: Vec<u8>, full: &Path) -> Result<()> {
+    fn make_dir(&mut self, entry: &Entry, at: &At<'_>) -> Result<()> {
+        let full = &at.full;
         // Owner-writable until the end, so members below it can be created.
         let working_mode = entry.mode | 0o700;
         let mut builder = fs::DirBuilder::new();
@@ -186,7 +203,7 @@ impl Unpacker {
                     .map(|m| m.is_dir())
                     .unwrap_or(false)
                 {
-                    self.remove_existing(&rel, full)?;
+                    self.remove_existing(at)?;
                     builder
                         .create(full)
                         .map_err(|e| Error::io("create directory", full, e))?;
@@ -207,24 +224,42 @@ impl Unpacker {
             self.owner_for_free = false;
         }
         self.set_xattrs_path(entry, full)?;
-        self.resolver.note_dir(rel.clone());
-        self.dirs.insert(
-            rel,
-            DirMeta {
-                mode: entry.mode,
-                mtime: entry.mtime,
-            },
-        );
+        let declared = Some(Declared {
+            mode: entry.mode,
+            mtime: entry.mtime,
+        });
+        let tree = self.resolver.tree_mut();
+        match tree.child(at.dir, at.name).and_then(|n| tree.data_mut(n)) {
+            Some(known) if !fresh => {
+                known.declared = declared;
+                known.implied = false;
+            }
+            _ => {
+                let meta = fs::symlink_metadata(full).map_err(|e| Error::io("inspect", full, e))?;
+                let state = DirState {
+                    declared,
+                    implied: false,
+                    ident: ident_of(&meta),
+                };
+                self.resolver.tree_mut().add_dir(at.dir, at.name, state);
+            }
+        }
         Ok(())
     }
 
     fn make_file<R: std::io::BufRead>(
         &mut self,
         entry: &Entry,
-        rel: &[u8],
-        full: &Path,
+        at: &At<'_>,
         tar: &mut TarReader<R>,
     ) -> Result<()> {
+        // Holes cost no input: count a file's full size against the ratio limit
+        // before it is made, so a few bytes cannot ask for a terabyte.
+        self.expanded = self.expanded.saturating_add(entry.real_size);
+        if let Some(guard) = &self.opts.ratio {
+            guard.check(self.expanded)?;
+        }
+        let full = &at.full;
         // Created with its final permission bits, so the common case needs no
         // chmod; create_new gives EEXIST on any existing path, symlinks included
         // (never followed), and the fd stays writable whatever the mode.
@@ -236,7 +271,7 @@ impl Unpacker {
                 .mode(entry.mode & 0o777)
                 .open(p)
         };
-        let mut file = self.replace_with(rel, full, open)?;
+        let mut file = self.replace_with(at, open)?;
         match &entry.sparse {
             None => copy_data(tar, &mut file, full)?,
             Some(regions) => {
@@ -279,7 +314,7 @@ impl Unpacker {
         Ok(())
     }
 
-    fn make_hardlink(&mut self, entry: &Entry, rel: &[u8], full: &Path) -> Result<()> {
+    fn make_hardlink(&mut self, entry: &Entry, at: &At<'_>) -> Result<()> {
         let target_parts = clean(&entry.link);
         let Some((name, parent)) = target_parts.split_last() else {
             return Err(Error::unsafe_path(
@@ -296,17 +331,18 @@ impl Unpacker {
                 ),
             )
         };
-        let parent_rel = match self.resolver.resolve_dir(parent, false, &entry.path) {
+        let parent = match self.resolver.resolve_dir(parent, false, &entry.path) {
             Err(Error::UnsafePath { reason, .. }) if reason.ends_with("is not in the layer") => {
                 return Err(not_in_layer())
             }
             other => other?,
         };
-        let target_rel = child(&parent_rel, name);
-        if target_rel == rel {
-            return Ok(());
+        if parent.dir == at.dir && *name == at.name {
+            // containerd refuses it too: linking a name to itself would first
+            // remove the only copy.
+            return Err(Error::unsafe_path(&entry.path, "hardlink to itself"));
         }
-        let target = self.resolver.full(&target_rel);
+        let target = self.resolver.full(&child(&parent.rel, name));
         match fs::symlink_metadata(&target) {
             Ok(m) if m.is_dir() => {
                 return Err(Error::unsafe_path(&entry.path, "hardlink to a directory"))
@@ -323,10 +359,10 @@ impl Unpacker {
             }
             Err(e) => return Err(Error::io("inspect", &target, e)),
         }
-        self.replace_with(rel, full, |p| fs::hard_link(&target, p))
+        self.replace_with(at, |p| fs::hard_link(&target, p))
     }
 
-    fn make_device(&mut self, entry: &Entry, rel: &[u8], full: &Path) -> Result<()> {
+    fn make_device(&mut self, entry: &Entry, at: &At<'_>) -> Result<()> {
         match self.opts.devices {
             DevicePolicy::Skip => {
                 self.stats.skipped_devices += 1;
@@ -346,39 +382,47 @@ impl Unpacker {
             FileType::BlockDevice
         };
         let dev = rustix::fs::makedev(entry.dev_major, entry.dev_minor);
-        self.replace_with(rel, full, |p| {
+        self.replace_with(at, |p| {
             rustix::fs::mknodat(CWD, p, kind, Mode::from_raw_mode(0o600), dev).map_err(Into::into)
         })?;
-        self.finish_nofollow(entry, full)?;
-        self.chmod(full, entry.mode)
+        self.finish_nofollow(entry, &at.full)?;
+        self.chmod(&at.full, entry.mode)
     }
 
-    /// Applies the deferred directory modes and times, and records which
-    /// directories were only implied (see `IMPLIED_DIRS`).
+    /// Applies the deferred directory modes and times (deepest first, so a
+    /// 0555 parent is still writable while its children are done), and records
+    /// which directories were only implied (see `implied_dirs`).
     pub fn finish(self) -> Result<UnpackStats> {
-        let implied = self.resolver.implied_dirs();
-        if !implied.is_empty() {
-            let path = self.resolver.full(IMPLIED_DIRS);
-            let _ = fs::remove_file(&path);
-            fs::write(&path, implied.join(&b"\0"[..])).map_err(|e| Error::io("write", &path, e))?;
-        }
-        for (rel, meta) in &self.dirs {
-            let full: PathBuf = self.resolver.full(rel);
-            // make_dir left the working mode (mode | 0o700) in place: when that is the
-            // mode itself, as for nearly every directory, there is nothing to restore.
-            if meta.mode & 0o7700 != 0o700 {
-                self.chmod(&full, meta.mode)?;
+        let tree = self.resolver.tree();
+        implied_dirs::write(
+            &self.resolver.full(implied_dirs::NAME),
+            tree,
+            |d: &DirState| d.implied,
+        )?;
+        tree.walk(|visit| {
+            let Visit::Leave { path, data } = visit else {
+                return Ok(());
+            };
+            match data.declared {
+                Some(d) => set_dir_metadata(
+                    &self.resolver.full(path),
+                    data.ident,
+                    Some(d.mode),
+                    &timestamps(d.mtime),
+                ),
+                None => Ok(()),
             }
-            rustix::fs::utimensat(
-                CWD,
-                &full,
-                &timestamps(meta.mtime),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| os_err("set times", &full, e))?;
-        }
+        })?;
         Ok(self.stats)
     }
+}
+
+/// Where a member goes: the resolved parent directory, the member's name in
+/// it, and the full path.
+pub(super) struct At<'a> {
+    dir: NodeId,
+    name: &'a [u8],
+    full: std::path::PathBuf,
 }
 
 trait FromBytesRef {

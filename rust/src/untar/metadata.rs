@@ -76,6 +76,15 @@ impl Unpacker {
                 self.stats.skipped_xattrs += 1;
                 Ok(())
             }
+            // The file's attribute space is full while the disk is not: the
+            // layer asks for more than a file here can carry.
+            Err(e @ (Errno::NOSPC | Errno::TOOBIG | Errno::RANGE)) if !disk_full(full) => {
+                Err(Error::LimitExceeded(format!(
+                    "the extended attributes of {} do not fit in one file on this \
+                     filesystem ({e})",
+                    full.display()
+                )))
+            }
             Err(e) => Err(os_err("set xattr", full, e)),
         }
     }
@@ -91,5 +100,14 @@ impl Unpacker {
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(|e| os_err("set times", full, e))
+    }
+}
+
+/// True when the filesystem holding `path` has (almost) no space left, so an
+/// ENOSPC is about the disk, not about one file's attribute space.
+fn disk_full(path: &Path) -> bool {
+    match rustix::fs::statvfs(path.parent().unwrap_or(path)) {
+        Ok(st) => st.f_bavail.saturating_mul(st.f_frsize) < (1 << 20),
+        Err(_) => true,
     }
 }

@@ -32,7 +32,7 @@ pub fn unpack<R: BufRead>(
     format: &'static str,
 ) -> Result<UnpackStats> {
     let mut tar = reader::TarReader::new(input, limits.clone(), format);
-    let mut unpacker = entries::Unpacker::new(root, opts.clone());
+    let mut unpacker = entries::Unpacker::new(root, opts.clone())?;
 
     // === members
     while let Some(entry) = tar.next_entry()? {

@@ -1,6 +1,7 @@
 //! How a layer is unpacked (owners, devices, xattrs, early writeback) and what
 //! unpacking it counted.
 
+use crate::limits::RatioGuard;
 use crate::syncer::SyncQueue;
 
 /// What to do with character and block device members.
@@ -20,6 +21,9 @@ pub struct UnpackOptions {
     pub xattrs: bool,
     /// Where completed large files go for early writeback (durable sinks).
     pub sync: Option<SyncQueue>,
+    /// Checks the apparent size of the files made (sparse holes included)
+    /// against the compressed input (sinks set it).
+    pub ratio: Option<RatioGuard>,
 }
 
 impl Default for UnpackOptions {
@@ -34,6 +38,7 @@ impl Default for UnpackOptions {
             },
             xattrs: true,
             sync: None,
+            ratio: None,
         }
     }
 }

@@ -205,6 +205,7 @@ impl<R: BufRead> TarReader<R> {
             let shown = &entry.path[..entry.path.len().min(64)];
             return Err(Error::unsafe_path(shown, "path longer than the limit"));
         }
+        check_entry(&entry, &self.limits)?;
         // Only regular files carry data: like Go's archive/tar (which wrote most
         // layers), the size field of header-only types is ignored.
         if entry.kind != Kind::File {
@@ -332,6 +333,49 @@ impl<R: BufRead> TarReader<R> {
             self.inner.consume(n);
         }
     }
+}
+
+/// Most bytes of extended attribute names, and of one value, on one member:
+/// Linux's own limits (XATTR_LIST_MAX, XATTR_SIZE_MAX), so no real file has more.
+const MAX_XATTR_BYTES: usize = 64 << 10;
+
+/// Refuses what no filesystem can hold, before anything is created: names the
+/// kernel cannot take, oversized link targets and xattrs, impossible sizes.
+fn check_entry(entry: &Entry, limits: &Limits) -> Result<()> {
+    let shown = &entry.path[..entry.path.len().min(64)];
+    if entry.path.contains(&0) || entry.link.contains(&0) {
+        return Err(Error::bad_tar(format!(
+            "member {:?}: a NUL byte in its name or link target",
+            String::from_utf8_lossy(shown)
+        )));
+    }
+    if entry.link.len() > limits.max_path_len {
+        return Err(Error::unsafe_path(
+            shown,
+            format!(
+                "link target of {} bytes, longer than the limit ({})",
+                entry.link.len(),
+                limits.max_path_len
+            ),
+        ));
+    }
+    let names: usize = entry.xattrs.iter().map(|(name, _)| name.len() + 1).sum();
+    if names > MAX_XATTR_BYTES || entry.xattrs.iter().any(|(_, v)| v.len() > MAX_XATTR_BYTES) {
+        return Err(Error::LimitExceeded(format!(
+            "member {:?} has {} extended attributes, more than a file can carry \
+             ({MAX_XATTR_BYTES} bytes of names or of one value)",
+            String::from_utf8_lossy(shown),
+            entry.xattrs.len()
+        )));
+    }
+    if entry.real_size > i64::MAX as u64 {
+        return Err(Error::bad_tar(format!(
+            "member {:?} claims a size of {} bytes, more than any file can have",
+            String::from_utf8_lossy(shown),
+            entry.real_size
+        )));
+    }
+    Ok(())
 }
 
 fn pad(size: u64) -> u64 {
