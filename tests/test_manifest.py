@@ -180,6 +180,18 @@ def test_schema1_is_refused_clearly(body: dict[str, Any], content_type: str | No
         (raw(oci_manifest(config=desc(OCI_CONFIG, size=-1))), "non-negative integer"),
         (raw(oci_manifest(config=desc(OCI_CONFIG, size=True))), "non-negative integer"),
         (raw(oci_manifest(config=desc(OCI_CONFIG, size="10"))), "non-negative integer"),
+        # Hostile JSON (issue 7, finding 10): a one-line invalid_manifest, never a crash.
+        (b"[" * 200_000, "manifest is not valid JSON (nested more than 100 levels deep)"),
+        (raw(oci_manifest(config=desc(OCI_CONFIG, size=2**63))), "integer below 2^63"),
+        (raw(oci_manifest(config=desc(OCI_CONFIG, size=2**70))), "does not fit in 64 bits"),
+        (
+            raw(oci_manifest(config=desc(OCI_CONFIG, size=98765))).replace(
+                b"98765", b"1" + b"0" * 5000
+            ),
+            "does not fit in 64 bits",
+        ),
+        (raw(oci_manifest(config=desc(OCI_CONFIG, size=float("nan")))), "NaN is not a JSON"),
+        (raw(oci_manifest(config=desc(OCI_CONFIG, size=float("inf")))), "Infinity is not a"),
         (raw(oci_manifest(config={"digest": D1, "size": 1})), "config has no mediaType"),
         (raw(oci_manifest(layers=[desc(OCI_LAYER_GZIP, urls="x")])), "layers[0] urls"),
         (raw(oci_manifest(layers=[desc(OCI_LAYER_GZIP, annotations={"a": 1})])), "annotations"),
@@ -248,6 +260,11 @@ def test_config_parsing() -> None:
             "rootfs.diff_ids[0]",
         ),
         ({"os": 1, "architecture": "amd64"}, "os must be a string"),
+        # As Go's encoding/json (issue 7, finding 12): NaN and Infinity are not JSON.
+        (b'{"os": "linux", "architecture": "amd64", "x": NaN}', "NaN is not a JSON value"),
+        (b'{"os": "linux", "architecture": "amd64", "x": [-Infinity]}', "-Infinity is not a"),
+        (b'{"os": "linux", "architecture": "amd64", "x": 1e999}', "does not fit in 64 bits"),
+        (b'{"history": ' + b"[" * 100_000, "nested more than 100 levels deep"),
     ],
 )
 def test_invalid_configs(config: object, message: str) -> None:
@@ -255,6 +272,16 @@ def test_invalid_configs(config: object, message: str) -> None:
     with pytest.raises(TransportError, match="invalid image config") as info:
         parse_image_config(document)
     assert message in str(info.value)
+    assert info.value.slug == "invalid_image_config"
+
+
+def test_invalid_config_errors_name_the_config() -> None:
+    with pytest.raises(TransportError) as info:
+        parse_image_config(b'{"os": NaN}', "image config sha256:abc of docker://reg/app:1")
+    assert str(info.value) == (
+        "invalid image config sha256:abc of docker://reg/app:1: the document is not valid JSON "
+        "(NaN is not a JSON value)"
+    )
     assert info.value.slug == "invalid_image_config"
 
 

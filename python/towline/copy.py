@@ -9,7 +9,6 @@ interrupts, what this copy wrote is removed again: the store is left as it was.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -32,6 +31,7 @@ from towline.store import LayerRecord, Store, chain_ids
 from towline.store.records import ImageRecord
 from towline.transports.base import ImageSource
 from towline.unpack import unpack_stored_layer
+from towline.untrusted_json import load_object
 
 __all__ = ["CONFIG_SIZE_LIMIT", "copy_image_to_store"]
 
@@ -145,7 +145,7 @@ class _Copier:
         parsed = parse_manifest(raw, media_type)
         if isinstance(parsed, ImageManifest):
             return _Picked(parsed, raw)
-        entry = choose_instance(json.loads(raw), wanted, media_type=media_type)
+        entry = choose_instance(load_object(raw), wanted, media_type=media_type)
         instance = str(entry["digest"])
         instance_raw, instance_type = source.get_manifest(instance)
         verify_digest(instance_raw, instance, f"manifest {instance} of {source.description}")
@@ -167,7 +167,7 @@ class _Copier:
         else:
             raw = self.source.get_config(desc.digest, CONFIG_SIZE_LIMIT)
         verify_digest(raw, desc.digest, f"config of {self.source.description}")
-        config = parse_image_config(raw)
+        config = parse_image_config(raw, f"image config {desc.digest} of {self.source.description}")
         if len(config.diff_ids) != len(manifest.layers):
             raise TransportError(
                 f"{self.source.description}: the manifest lists {len(manifest.layers)} layers "

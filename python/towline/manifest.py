@@ -4,18 +4,19 @@ Understands OCI image manifests and indexes and Docker v2 schema 2 manifests and
 manifest lists. Docker schema 1 is recognised only to be refused with a clear
 message. Every parse error is a :class:`~towline.errors.TransportError` with slug
 ``"invalid_manifest"`` (``"invalid_image_config"`` for configs) whose message
-names what is wrong.
+names what is wrong. The JSON itself is read by :mod:`towline.untrusted_json`
+(Go's encoding/json rules: no NaN, 64-bit numbers, bounded nesting).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from towline.digest import parse_digest
 from towline.errors import DigestMismatchError, InvalidReferenceError, TransportError
+from towline.untrusted_json import UntrustedJSONError, load_object
 
 __all__ = [
     "DOCKER_CONFIG",
@@ -223,12 +224,9 @@ def _invalid(message: str) -> TransportError:
 
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid(f"{what} is not valid JSON ({exc})") from exc
-    if not isinstance(document, dict):
-        raise _invalid(f"{what} must be a JSON object, not {type(document).__name__}")
-    return document
+        return load_object(raw)
+    except UntrustedJSONError as exc:
+        raise _invalid(f"{what} {exc}") from exc
 
 
 def _strip_parameters(content_type: str | None) -> str:
@@ -295,9 +293,9 @@ def _descriptor(value: object, where: str) -> Descriptor:
         raise _invalid(f"{where}: {problem}")
     assert isinstance(digest, str)
     size = value.get("size")
-    # bool is an int in Python; JSON true is not a size.
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where} size must be a non-negative integer, not {size!r}")
+    # bool is an int in Python; JSON true is not a size. Sizes are Go int64s, as in c/image.
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 2**63:
+        raise _invalid(f"{where} size must be a non-negative integer below 2^63, not {size!r}")
     platform = value.get("platform")
     if platform is not None:
         if not isinstance(platform, dict):
@@ -356,42 +354,42 @@ def layer_compression(media_type: str) -> str | None:
     return LAYER_TYPES.get(media_type.removesuffix("+encrypted"))
 
 
-def _invalid_config(message: str) -> TransportError:
-    return TransportError(f"invalid image config: {message}", slug="invalid_image_config")
-
-
-def parse_image_config(raw: bytes) -> ImageConfig:
+def parse_image_config(raw: bytes, what: str = "image config") -> ImageConfig:
     """Parse an image config (OCI or Docker) and check the fields a pull relies on.
 
-    Raises :class:`TransportError` with slug ``"invalid_image_config"``.
+    ``what`` names the config in errors (e.g. ``"image config sha256:… of
+    docker://…"``). Raises :class:`TransportError` with slug ``"invalid_image_config"``;
+    NaN, Infinity and out-of-range numbers are refused, as Go's decoder does.
     """
+
+    def invalid(message: str) -> TransportError:
+        return TransportError(f"invalid {what}: {message}", slug="invalid_image_config")
+
     try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid_config(f"not valid JSON ({exc})") from exc
-    if not isinstance(document, dict):
-        raise _invalid_config("must be a JSON object")
+        document = load_object(raw)
+    except UntrustedJSONError as exc:
+        raise invalid(f"the document {exc}") from exc
     values: dict[str, str] = {}
     for key in ("os", "architecture", "variant", "created"):
         value = document.get(key)
         if value is not None and not isinstance(value, str):
-            raise _invalid_config(f"{key} must be a string")
+            raise invalid(f"{key} must be a string")
         values[key] = value or ""
     for key in ("os", "architecture"):
         if not values[key]:
-            raise _invalid_config(f"{key} is missing")
+            raise invalid(f"{key} is missing")
     rootfs = document.get("rootfs")
     if not isinstance(rootfs, dict):
-        raise _invalid_config("rootfs is missing")
+        raise invalid("rootfs is missing")
     if rootfs.get("type") != "layers":
-        raise _invalid_config(f"rootfs.type must be 'layers', not {rootfs.get('type')!r}")
+        raise invalid(f"rootfs.type must be 'layers', not {rootfs.get('type')!r}")
     diff_ids = rootfs.get("diff_ids")
     if not isinstance(diff_ids, list):
-        raise _invalid_config("rootfs.diff_ids must be a list")
+        raise invalid("rootfs.diff_ids must be a list")
     for i, diff_id in enumerate(diff_ids):
         problem = _digest_problem(diff_id)
         if problem is not None:
-            raise _invalid_config(f"rootfs.diff_ids[{i}]: {problem}")
+            raise invalid(f"rootfs.diff_ids[{i}]: {problem}")
     return ImageConfig(
         os=values["os"],
         architecture=values["architecture"],

@@ -47,6 +47,35 @@ def test_parse_error_body() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"[" * 200_000,
+        b'{"errors": [{"code": "DENIED", "detail": ' + b"9" * 5000 + b"}]}",
+        b'{"errors": [{"code": "DENIED", "detail": NaN}]}',
+        b'{"errors": [{"code": "DENIED", "detail": 1e999}]}',
+        b'{"errors": [{"code": "DENIED", "detail": ' + b'{"a":' * 5000 + b"}",
+        b"\xff\xfe{}",
+    ],
+)
+def test_parse_error_body_never_raises(hostile: bytes) -> None:
+    assert parse_error_body(hostile) == []
+
+
+def test_registry_text_in_errors_is_one_line_and_short() -> None:
+    # A registry's message goes into a one-line error: no newlines, no terminal escapes.
+    [error] = parse_error_body(
+        json.dumps(
+            {"errors": [{"code": "DENIED", "message": "line one\nline two\x1b[31m" + "x" * 500}]}
+        ).encode()
+    )
+    assert error.code == "DENIED"
+    assert error.message.startswith("line one line two [31mxxx")
+    assert len(error.message) == 200 and error.message.endswith("…")
+    odd = error_for_response(answer(418, b"I am\r\na teapot\x1b]0;pwned\x07"), BLOB)
+    assert str(odd).endswith('StatusCode: 418, "I am  a teapot ]0;pwned ..."')
+
+
 def test_distribution_error_text_follows_errcode() -> None:
     assert str(DistributionError("MANIFEST_UNKNOWN", "manifest unknown")) == "manifest unknown"
     assert (

@@ -11,17 +11,19 @@ are cached per scope until they expire, so N blob fetches cost one token.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
 import time
 from collections.abc import Callable, Generator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
 
 from towline.errors import AuthenticationError, TransportError
+from towline.registry.body_limits import MAX_TOKEN_BODY_SIZE, read_at_most
+from towline.untrusted_json import UntrustedJSONError, load_object
 
 __all__ = ["BearerChallengeAuth", "Challenge", "basic_authorization", "parse_challenges"]
 
@@ -259,13 +261,22 @@ class BearerChallengeAuth(httpx.Auth):
             params.insert(0, ("account", self.credentials[0]))
             auth = httpx.BasicAuth(*self.credentials)
         self.token_requests += 1
-        response = self._client.get(
-            realm,
-            params=tuple(params),
-            auth=auth,
-            headers=self._headers,
-            follow_redirects=True,
+        request = self._client.build_request(
+            "GET", realm, params=tuple(params), headers=self._headers
         )
+        response = self._client.send(request, auth=auth, stream=True, follow_redirects=True)
+        with closing(response):
+            self._check_token_status(response, realm)
+            # At most 1 MiB, as c/image's iolimits.MaxAuthTokenBodySize.
+            body = read_at_most(
+                response,
+                MAX_TOKEN_BODY_SIZE,
+                f"requesting a bearer token from {realm}",
+                "the token server",
+            )
+        return self._parse_token(body, realm)
+
+    def _check_token_status(self, response: httpx.Response, realm: str) -> None:
         if response.status_code == 401:
             who = f"user {self.credentials[0]!r}" if self.credentials else "anonymous access"
             raise AuthenticationError(
@@ -283,15 +294,14 @@ class BearerChallengeAuth(httpx.Auth):
                 f"{response.status_code} {response.reason_phrase}",
                 slug="http_status",
             )
-        return self._parse_token(response.content, realm)
 
     def _parse_token(self, body: bytes, realm: str) -> _Token:
         try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AuthenticationError(f"token server {realm} answered with invalid JSON") from exc
-        if not isinstance(document, dict):
-            raise AuthenticationError(f"token server {realm} answered with a non-object")
+            document = load_object(body)
+        except UntrustedJSONError as exc:
+            raise AuthenticationError(
+                f"token server {realm} answered with invalid JSON: the answer {exc}"
+            ) from exc
         value = document.get("token") or document.get("access_token")
         if not isinstance(value, str) or not value:
             raise AuthenticationError(f"token server {realm} answered without a token")
@@ -303,6 +313,6 @@ class BearerChallengeAuth(httpx.Auth):
         if isinstance(issued_at, str) and issued_at:
             try:
                 issued = datetime.fromisoformat(issued_at).timestamp()
-            except ValueError:
+            except (ValueError, OverflowError, OSError):
                 issued = self._clock()  # an unreadable date: count from now, as c/image does
         return _Token(value=value, expires=issued + lifetime)

@@ -155,7 +155,9 @@ def stream_blob(
             with open_body(offset) as response:
                 if offset > 0:
                     check_range_response(response, offset, what)
-                for data in response.iter_bytes():
+                # Raw bytes: a blob is asked for with Accept-Encoding: identity, and a
+                # Content-Encoding on it is not undone (no inflating past the size check).
+                for data in response.iter_raw():
                     received = sink.bytes_written + buffer.size + len(data)
                     if size is not None and received > size:
                         raise _size_error(what, size, received, "more")

@@ -10,7 +10,6 @@ whole ``http_client=``.
 
 from __future__ import annotations
 
-import json
 import re
 import ssl
 import threading
@@ -27,12 +26,13 @@ from towline.errors import TowlineError, TransportError
 from towline.manifest import (
     MANIFEST_ACCEPT,
     compute_digest,
-    detect_media_type,
     is_digest,
+    parse_manifest,
     verify_digest,
 )
 from towline.registry.auth import BearerChallengeAuth
 from towline.registry.blob_reader import BlobSinkLike, ResumePolicy, stream_blob
+from towline.registry.body_limits import ACCEPT_ENCODING, install_body_limits, read_at_most
 from towline.registry.errors import (
     Kind,
     RequestContext,
@@ -41,6 +41,7 @@ from towline.registry.errors import (
     map_http_errors,
 )
 from towline.registry.retry import RetryPolicy, is_tls_error, send_with_retries
+from towline.untrusted_json import UntrustedJSONError, load_object
 
 __all__ = ["MANIFEST_SIZE_LIMIT", "FetchedManifest", "RegistryClient"]
 
@@ -73,7 +74,8 @@ class RegistryClient:
     special treatment (as podman). ``ssl_context`` (CAs, client certificates from
     certs.d) is used as given, except that ``tls_verify=False`` switches its
     verification off. ``credentials`` are ``(user, password)``. ``sleep`` is used
-    for every backoff, so tests can make waiting free.
+    for every backoff, so tests can make waiting free. Bodies are read within
+    :mod:`.body_limits` (an injected ``http_client`` gets its response hook too).
     """
 
     def __init__(
@@ -112,11 +114,19 @@ class RegistryClient:
                 trust_env=trust_env,
                 follow_redirects=True,
             )
+        install_body_limits(http_client)
         self._http = http_client
         agent = user_agent or _default_user_agent()
-        self._headers = {"User-Agent": agent, "Docker-Distribution-API-Version": "registry/2.0"}
+        self._headers = {
+            "User-Agent": agent,
+            "Docker-Distribution-API-Version": "registry/2.0",
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
         self.auth = BearerChallengeAuth(
-            host, credentials, http_client, headers={"User-Agent": agent}
+            host,
+            credentials,
+            http_client,
+            headers={"User-Agent": agent, "Accept-Encoding": ACCEPT_ENCODING},
         )
         self._retry = RetryPolicy(max_retries=max_retries, delay=retry_delay, sleep=sleep)
         self._resume = ResumePolicy(delay=1.0 if retry_delay is None else retry_delay, sleep=sleep)
@@ -166,8 +176,9 @@ class RegistryClient:
                 last: httpx.HTTPError | None = None
                 for scheme in schemes:
                     try:
+                        # Streamed and never read: only the status and challenge count.
                         response = self._send(
-                            "GET", f"{scheme}://{self._endpoint}/v2/", anonymous=True
+                            "GET", f"{scheme}://{self._endpoint}/v2/", anonymous=True, stream=True
                         )
                     except httpx.HTTPError as exc:
                         last = exc
@@ -189,7 +200,6 @@ class RegistryClient:
             with closing(response):
                 if response.status_code in (200, 401):
                     if response.status_code == 401:
-                        response.read()
                         self.auth.observe(response)
                     self._base_url = f"{answered[-1]}://{self._endpoint}"
                     return
@@ -202,10 +212,11 @@ class RegistryClient:
 
     # === manifests
     def get_manifest(self, repo: str, reference: str) -> FetchedManifest:
-        """GET a manifest or index by tag or digest; the bytes are digest-checked.
+        """GET a manifest or index by tag or digest; the bytes are validated and digest-checked.
 
         A digest reference must match the bytes; for a tag the digest is the
-        sha256 of the bytes, cross-checked with ``Docker-Content-Digest``.
+        sha256 of the bytes, cross-checked with ``Docker-Content-Digest``. An
+        invalid manifest raises TransportError slug ``"invalid_manifest"`` naming it.
         """
         context = self._context(
             f"reading manifest {reference} in {self.host}/{repo}", "manifest", repo
@@ -217,7 +228,7 @@ class RegistryClient:
             headers={"Accept": MANIFEST_ACCEPT},
         )
         try:
-            media_type = detect_media_type(raw, response.headers.get("Content-Type"))
+            media_type = parse_manifest(raw, response.headers.get("Content-Type")).media_type
         except TowlineError as exc:
             raise TransportError(f"{context.action}: {exc}", slug=exc.slug) from exc
         what = f"manifest {reference} of {self.host}/{repo}"
@@ -311,12 +322,12 @@ class RegistryClient:
     @staticmethod
     def _parse_tags(raw: bytes, context: RequestContext) -> list[str]:
         try:
-            document = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            document = load_object(raw)
+        except UntrustedJSONError as exc:
             raise TransportError(
-                f"{context.action}: invalid JSON ({exc})", slug="invalid_tags"
+                f"{context.action}: the tag list {exc}", slug="invalid_tags"
             ) from exc
-        values = document.get("tags") if isinstance(document, dict) else None
+        values = document.get("tags")
         if values is None:
             return []  # distribution answers "tags": null for an empty repository
         if not isinstance(values, list):
@@ -360,32 +371,11 @@ class RegistryClient:
             response = self._send("GET", self.base_url + path, headers=headers, stream=True)
             if response.is_success:
                 with closing(response):
-                    bodies.append(self._read_limited(response, limit, context))
+                    bodies.append(read_at_most(response, limit, context.action, "the registry"))
             return response
 
         response = self._checked(send, context, f"GET {path}")
         return response, bodies[-1]
-
-    @staticmethod
-    def _read_limited(response: httpx.Response, limit: int, context: RequestContext) -> bytes:
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > limit:
-            raise TransportError(
-                f"{context.action}: the registry announced {length} bytes, more than the "
-                f"{limit}-byte limit",
-                slug="too_large",
-            )
-        chunks: list[bytes] = []
-        received = 0
-        for chunk in response.iter_bytes():
-            received += len(chunk)
-            if received > limit:
-                raise TransportError(
-                    f"{context.action}: the registry sent more than the {limit}-byte limit",
-                    slug="too_large",
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _with_retries(
         self,
@@ -412,7 +402,7 @@ class RegistryClient:
         if response.is_success:
             return response
         with closing(response), map_http_errors(context):
-            response.read()
+            response.read()  # at most 1 MiB: see body_limits.cap_error_body
         raise error_for_response(response, context)
 
     def _send(

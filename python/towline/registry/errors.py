@@ -10,7 +10,6 @@ to do.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ import httpx
 
 from towline.errors import AuthenticationError, ManifestUnknownError, TransportError
 from towline.registry.auth import parse_challenges
+from towline.registry.body_limits import error_body
+from towline.untrusted_json import UntrustedJSONError, load_object
 
 __all__ = [
     "DistributionError",
@@ -92,12 +93,16 @@ class RequestContext:
 
 
 def parse_error_body(body: bytes) -> list[DistributionError]:
-    """Parse ``{"errors":[{"code","message","detail"}]}``; [] when the body is anything else."""
+    """Parse ``{"errors":[{"code","message","detail"}]}``; [] when the body is anything else.
+
+    Never raises: the body is the registry's, and hostile JSON (deep nesting, huge
+    numbers, NaN) only means there is no usable detail.
+    """
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        document = load_object(body)
+    except UntrustedJSONError:
         return []
-    if not isinstance(document, dict) or not isinstance(document.get("errors"), list):
+    if not isinstance(document.get("errors"), list):
         return []
     errors = []
     for entry in document["errors"]:
@@ -105,12 +110,18 @@ def parse_error_body(body: bytes) -> list[DistributionError]:
             message = entry.get("message")
             errors.append(
                 DistributionError(
-                    code=entry["code"].upper(),
-                    message=message if isinstance(message, str) else "",
+                    code=_one_line(entry["code"]).upper(),
+                    message=_one_line(message) if isinstance(message, str) else "",
                     detail=entry.get("detail"),
                 )
             )
     return errors
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """The registry's text fit for a one-line message: no control characters, not too long."""
+    line = "".join(c if c.isprintable() else " " for c in text[: limit + 1])
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _challenge_error(response: httpx.Response) -> DistributionError | None:
@@ -128,14 +139,6 @@ def _challenge_error(response: httpx.Response) -> DistributionError | None:
     return None
 
 
-def _body_of(response: httpx.Response) -> bytes:
-    try:
-        return response.content
-    except httpx.ResponseNotRead:
-        # A streamed error response: its body is small, read it for the message.
-        return response.read()
-
-
 def _auth_advice(context: RequestContext) -> str:
     where = context.registry if context.repo is None else f"{context.registry}/{context.repo}"
     if context.authenticated:
@@ -151,7 +154,8 @@ def error_for_response(response: httpx.Response, context: RequestContext) -> Tra
             f"{context.action}: received unexpected HTTP status: {status} {response.reason_phrase}",
             slug="http_status",
         )
-    errors = parse_error_body(_body_of(response)) if context.kind != "ping" else []
+    body = error_body(response)  # at most 1 MiB, as c/image
+    errors = parse_error_body(body) if context.kind != "ping" else []
     first = errors[0] if errors else None
     if status == 401 and (first is None or first.code not in _AUTH_CODES):
         first = _challenge_error(response) or first
@@ -175,10 +179,10 @@ def error_for_response(response: httpx.Response, context: RequestContext) -> Tra
         return TransportError(f"{context.action}: {text}", slug="blob_unknown")
     if first is not None:
         return TransportError(f"{context.action}: {first}", slug="http_status")
-    body = _body_of(response)[:50].decode("utf-8", "replace")
+    text = _one_line(body[:50].decode("utf-8", "replace"))
     return TransportError(
-        f'{context.action}: StatusCode: {status}, "{body}..."'
-        if body
+        f'{context.action}: StatusCode: {status}, "{text}..."'
+        if text
         else f"{context.action}: received unexpected HTTP status: {status} "
         f"{response.reason_phrase}",
         slug="http_status",
