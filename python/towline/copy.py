@@ -3,19 +3,23 @@
 Knows no concrete transport. Reads the manifest (picking the platform from an
 index), the config, then streams every missing layer through a native
 ``LayerSink`` (digest, size and diff_id verified, unpacked by chain ID), and
-commits the image in one store transaction. If anything fails, or the user
-interrupts, what this copy wrote is removed again: the store is left as it was.
+commits the image in one store transaction. Everything the copy looks for or writes
+in the store is held by its lease first, so no concurrent failure or removal takes it
+away before the commit; a commit that finds a file gone anyway fetches it again. If
+anything fails, or the user interrupts, what this copy wrote is removed again: the store
+is left as it was.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from towline import _native
-from towline.errors import TowlineError, TransportError
+from towline.errors import StoreError, TowlineError, TransportError
 from towline.events import Reporter
 from towline.manifest import (
     ImageConfig,
@@ -27,7 +31,7 @@ from towline.manifest import (
 )
 from towline.options import PullOptions
 from towline.platform import Platform, choose_instance, normalize_platform, parse_platform
-from towline.store import LayerRecord, Store, chain_ids
+from towline.store import LayerRecord, Lease, Store, chain_ids
 from towline.store.records import ImageRecord
 from towline.transports.base import ImageSource
 from towline.unpack import unpack_stored_layer
@@ -38,24 +42,16 @@ __all__ = ["CONFIG_SIZE_LIMIT", "copy_image_to_store"]
 #: Largest config blob accepted (as containers/image).
 CONFIG_SIZE_LIMIT = 4 << 20
 
+#: Commits tried when files vanish before the commit, each after fetching them again.
+COMMIT_ATTEMPTS = 3
+# Slugs of commit_image's "a file it needs is not in the store".
+_FILE_MISSING = frozenset({"blob_unknown", "layer_unknown"})
+
+_log = logging.getLogger(__name__)
+
 
 class _Cancelled(Exception):
     """Raised inside a download's progress callback to stop it (another layer failed)."""
-
-
-@dataclass
-class _Written:
-    """What this copy put in the store, to take out again if the copy fails."""
-
-    chains: list[str] = field(default_factory=list)
-    blobs: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, chain: str | None, blob: str) -> None:
-        with self.lock:
-            if chain is not None:
-                self.chains.append(chain)
-            self.blobs.append(blob)
 
 
 def copy_image_to_store(
@@ -73,12 +69,15 @@ def copy_image_to_store(
 
     ``expected`` is the platform to warn about when the config says otherwise.
     """
-    copier = _Copier(source, store, options, reporter, parallel)
-    try:
-        return copier.run(names, wanted, expected)
-    except BaseException:
-        store.discard_unreferenced(copier.written.chains, copier.written.blobs)
-        raise
+    with store.lease() as lease:
+        copier = _Copier(source, store, lease, options, reporter, parallel)
+        try:
+            return copier.run(names, wanted, expected)
+        except BaseException:
+            # The lease names everything this copy wrote or adopted; what no image uses
+            # and no other pull holds goes, so the store is left as it was.
+            store.discard_unreferenced(lease.layers, lease.blobs, lease=lease)
+            raise
 
 
 @dataclass
@@ -93,14 +92,14 @@ class _Picked:
 
 @dataclass
 class _Copier:
-    """One copy in progress: the source, the store and what has been written so far."""
+    """One copy in progress: the source, the store and the lease on what it uses there."""
 
     source: ImageSource
     store: Store
+    lease: Lease
     options: PullOptions
     reporter: Reporter
     parallel: int
-    written: _Written = field(default_factory=_Written)
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def run(
@@ -109,33 +108,58 @@ class _Copier:
         picked = self.pick_manifest(wanted)
         manifest = picked.manifest
         manifest_digest = compute_digest(picked.raw)
+        config_digest = manifest.config.digest
+        small: list[tuple[str, bytes]] = [(manifest_digest, picked.raw)]
+        if picked.list_digest is not None and picked.list_raw is not None:
+            small.append((picked.list_digest, picked.list_raw))
+        # Held before the store is searched for any of them (the config is read from it).
+        layer_blobs = [x.digest for x in manifest.layers]
+        self.lease.add(blobs=[config_digest, *(d for d, _ in small), *layer_blobs])
         config_raw, config = self.read_config(manifest)
         _warn_platform(config, expected, self.reporter)
-        layers = self.copy_layers(manifest, config)
+        small.insert(0, (config_digest, config_raw))
+        self.lease.add(layers=chain_ids(config.diff_ids))
 
-        # === config, manifest and the image record, in one commit
-        config_digest = manifest.config.digest
-        for digest, data in (
-            (config_digest, config_raw),
-            (manifest_digest, picked.raw),
-            *([(picked.list_digest, picked.list_raw)] if picked.list_raw else []),
-        ):
-            if digest is not None and data is not None and not self.store.has_blob(digest):
-                self.written.add(None, digest)
-                self.store.write_blob(digest, data)
-        self.reporter.blob_done(config_digest, "config", manifest.config.size)
-        self.reporter.line("Writing manifest to image destination")
+        # === layers, config, manifest and the image record, in one commit
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            layers = self.copy_layers(manifest, config)
+            for digest, data in small:
+                if not self.store.has_blob(digest):
+                    self.store.write_blob(digest, data)
+            if attempt == 1:
+                self.reporter.blob_done(config_digest, "config", manifest.config.size)
+                self.reporter.line("Writing manifest to image destination")
+            try:
+                return self.commit(names, picked, manifest_digest, config, layers)
+            except StoreError as exc:
+                # Leased files are kept by towline; something else removed one. Copying
+                # again fetches (or unpacks) only what is missing.
+                if exc.slug not in _FILE_MISSING or attempt == COMMIT_ATTEMPTS:
+                    raise
+                _log.warning("copying again what is missing (attempt %d): %s", attempt + 1, exc)
+        raise AssertionError("unreachable")
+
+    def commit(
+        self,
+        names: Sequence[str],
+        picked: _Picked,
+        manifest_digest: str,
+        config: ImageConfig,
+        layers: Sequence[LayerRecord],
+    ) -> ImageRecord:
+        manifest = picked.manifest
         return self.store.commit_image(
-            image_id=config_digest,
+            image_id=manifest.config.digest,
             names=list(names),
             manifest_digest=manifest_digest,
             manifest_media_type=manifest.media_type,
-            config_digest=config_digest,
+            config_digest=manifest.config.digest,
             list_digest=picked.list_digest,
             platform=config.platform,
             created=config.created or "",
             layers=layers,
             require_unpacked=self.options.unpack,
+            lease=self.lease,
         )
 
     # === manifest (and the platform's instance when it is an index)
@@ -199,6 +223,9 @@ class _Copier:
         local: list[LayerRecord] = []
         for i, desc in enumerate(manifest.layers):
             existing = store.layer_record(chains[i])
+            if existing is not None:
+                # Stored from another blob (compression): held before it is looked for.
+                self.lease.add(blobs=[existing.blob_digest])
             unpacked = existing is not None and store.is_unpacked(chains[i])
             if existing is not None and (unpacked or store.has_blob(existing.blob_digest)):
                 records[i] = record(i, existing.uncompressed_size)
@@ -209,12 +236,10 @@ class _Copier:
                 todo.append(i)
         for existing in local:
             unpack_stored_layer(store, existing, durable=self.options.durable)
-            self.written.add(existing.chain_id, existing.blob_digest)
 
         def fetch(i: int) -> LayerRecord:
             desc = manifest.layers[i]
             result = self.fetch_layer(desc.digest, desc.size, chains[i], config.diff_ids[i])
-            self.written.add(None if result["unpack_existed"] else chains[i], desc.digest)
             self.reporter.blob_done(desc.digest, "layer", desc.size)
             return record(i, result["uncompressed_size"] or 0)
 

@@ -29,7 +29,7 @@ import pytest
 
 import towline
 from support.fault_proxy import FaultProxy
-from support.images import Image, build_image, sha256_digest
+from support.images import Image, build_image, with_config
 from support.registry import PushedImage, RegistryServer, push_named
 
 from .conftest import store_files, unique_layers
@@ -397,21 +397,7 @@ def test_a_hostile_token_answer_is_an_authentication_error(
 def _image_with_config_value(label: str, literal: bytes, key: str = "towline_test") -> Image:
     """An image whose config has ``key`` set to the raw JSON ``literal``."""
     image = build_image(unique_layers(label), config_extra={key: "PLACEHOLDER"})
-    config = image.config.replace(b'"PLACEHOLDER"', literal)
-    config_digest = sha256_digest(config)
-    manifest = image.manifest.replace(image.config_digest.encode(), config_digest.encode())
-    manifest = manifest.replace(b'"size":%d' % len(image.config), b'"size":%d' % len(config))
-    blobs = {d: b for d, b in image.blobs.items() if d != image.config_digest}
-    return Image(
-        manifest=manifest,
-        config=config,
-        blobs={**blobs, config_digest: config},
-        manifest_digest=sha256_digest(manifest),
-        config_digest=config_digest,
-        layers=image.layers,
-        media_type=image.media_type,
-        platform=image.platform,
-    )
+    return with_config(image, image.config.replace(b'"PLACEHOLDER"', literal))
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"[1e400]"])

@@ -9,7 +9,7 @@ import pytest
 
 from towline.errors import StoreError
 from towline.store import Store
-from towline.store.schema import SCHEMA_VERSION, connect, migrate
+from towline.store.schema import MIGRATIONS, SCHEMA_VERSION, connect, migrate
 
 
 def test_fresh_store_is_migrated_wal_with_foreign_keys(tmp_path: Path) -> None:
@@ -26,6 +26,23 @@ def test_fresh_store_is_migrated_wal_with_foreign_keys(tmp_path: Path) -> None:
     assert {"images", "image_names", "image_digests", "layers", "image_layers"} <= tables
     for name in ("blobs", "layers", "tmp", "lock", "towline.db"):
         assert (tmp_path / name).exists()
+
+
+def test_a_version_1_store_gains_the_lease_tables(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "towline.db")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Store(tmp_path) as store, store.lease() as lease:
+        lease.add(blobs=["sha256:" + "0" * 64])
+    conn = sqlite3.connect(tmp_path / "towline.db")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
+        assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+    finally:
+        conn.close()
 
 
 def test_connection_enforces_foreign_keys(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ metadata, :func:`build_image` / :func:`build_index` wrap them in OCI or Docker v
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -210,6 +211,22 @@ class Image:
     layers: list[LayerInfo]
     media_type: str
     platform: str
+
+
+def with_config(image: Image, config: bytes) -> Image:
+    """``image`` with another config blob: the manifest points at it (digest and size)."""
+    digest = sha256_digest(config)
+    manifest = image.manifest.replace(image.config_digest.encode(), digest.encode())
+    manifest = manifest.replace(b'"size":%d' % len(image.config), b'"size":%d' % len(config), 1)
+    blobs = {d: b for d, b in image.blobs.items() if d != image.config_digest}
+    return dataclasses.replace(
+        image,
+        manifest=manifest,
+        config=config,
+        blobs={**blobs, digest: config},
+        manifest_digest=sha256_digest(manifest),
+        config_digest=digest,
+    )
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from towline.errors import StoreError
 from towline.store.blobs import DIGEST_HEX_LENGTHS, TMP_PREFIX, BlobStore, split_digest
+from towline.store.leases import live_holds, token_path
 from towline.store.records import LayerRecord
 
 __all__ = [
@@ -320,11 +321,17 @@ def recover(conn: sqlite3.Connection, tmp_dir: Path, blobs: BlobStore, layers: L
     Only safe while no other store is open (the caller holds the exclusive lock): then
     nothing in tmp/, no staging sibling and no unrecorded file is still being written.
     Call :func:`restore_abandoned` first, so trashed files of live rows are back in place.
+    Leases of dead holders go too; a lease still live (a store closed before its lease
+    was released) keeps its token and what it holds.
     """
     try:
+        holds = live_holds(conn, tmp_dir)
+        tokens = {token_path(tmp_dir, lease_id) for lease_id in holds.leases}
         for entry in [*tmp_dir.iterdir(), *blobs.iter_staging(), *layers.iter_staging()]:
-            remove_tree(entry)
+            if entry not in tokens:
+                remove_tree(entry)
         known = {row[0] for row in conn.execute("SELECT chain_id FROM layers")}
+        known |= holds.layers
         for chain_id, path in list(layers.iter_layers()):
             if chain_id not in known:
                 # Renamed first so a crash mid-delete never leaves a partial layer at a
@@ -334,7 +341,8 @@ def recover(conn: sqlite3.Connection, tmp_dir: Path, blobs: BlobStore, layers: L
                 remove_tree(staged)
         on_disk = dict(blobs.iter_digests())
         for digest in unreferenced_blobs(conn, on_disk):
-            on_disk[digest].unlink(missing_ok=True)
+            if digest not in holds.blobs:
+                on_disk[digest].unlink(missing_ok=True)
     except OSError as exc:
         raise StoreError(
             f"cannot clean up {tmp_dir.parent} after an interrupted run: {exc}; "

@@ -5,13 +5,17 @@ Layout of a store root (DESIGN.md "Store layout")::
     towline.db          SQLite (WAL): the one truth
     blobs/<alg>/<hex>   compressed blobs, manifests, configs, exactly as fetched
     layers/<hex>/       one unpacked layer per ChainID
-    tmp/                staging and trash; cleared on open when no one else uses the store
+    tmp/                trash and lease tokens; cleared on open when no one else uses the store
     lock                inter-process lock file
+
+The root and the directories under it are private (0700, see :mod:`.permissions`).
 
 Files come first, rows second: the native sinks rename complete, verified files into
 place, then :meth:`Store.commit_image` records them in one transaction. A crash in
 between leaves files nobody references (harmless, adoptable, removed by recovery), never
 a row without its files. Removal is the reverse, made safe by :class:`~.layers.Trash`.
+Between a writer's first look at a file and its commit, the file is held by the writer's
+:class:`~.leases.Lease`, which every deletion respects.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from towline.errors import ImageUnknownError, StoreError
 from towline.store import layers as layerdb
 from towline.store.blobs import BlobStore, split_digest
 from towline.store.layers import LayerDirs, Trash
+from towline.store.leases import Holds, Lease, live_holds
 from towline.store.lock import StoreLock
+from towline.store.permissions import make_private
 from towline.store.records import (
     ImageRecord,
     LayerRecord,
@@ -69,14 +75,7 @@ class Store:
         self._mutex = threading.RLock()
         try:
             # blobs/sha256 exists from the start, so a failed pull leaves no trace at all.
-            for directory in (
-                self.root,
-                self._blobs.root,
-                self._blobs.root / "sha256",
-                self._layers.root,
-                self.tmp_dir,
-            ):
-                directory.mkdir(parents=True, exist_ok=True)
+            make_private(self.root, ("blobs", "blobs/sha256", "layers", "tmp"))
         except OSError as exc:
             raise StoreError(
                 f"cannot create the store at {self.root}: {exc.strerror}; "
@@ -152,6 +151,12 @@ class Store:
             yield conn
 
     @contextmanager
+    def _lease_writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction for lease rows, which need no fsync (see :mod:`.leases`)."""
+        with self._database(), write_transaction(self._conn, durable=False) as conn:
+            yield conn
+
+    @contextmanager
     def _writing(self) -> Iterator[tuple[sqlite3.Connection, Trash]]:
         """A write transaction plus a trash for the files it deletes.
 
@@ -179,6 +184,17 @@ class Store:
             _log.warning("could not delete %s: %s; it is removed on a later open", trash.dir, exc)
 
     # === files handed to (and read from) the sinks
+
+    def lease(self) -> Lease:
+        """Take a new lease: what is added to it stays on disk until it is released.
+
+        A writer adds each layer and blob to its lease before it looks for the file or
+        writes it, and releases the lease after :meth:`commit_image` (or after
+        :meth:`discard_unreferenced` when it fails). No deletion of this or any other
+        store (discard, :meth:`remove_image`, recovery) removes what a live lease holds;
+        a lease dies with its process.
+        """
+        return Lease(self.tmp_dir, self._lease_writing)
 
     def blob_path(self, digest: str) -> Path:
         """Final path of a blob; its directory exists so a sink can stage ``.tmp-*`` beside it."""
@@ -299,14 +315,18 @@ class Store:
         created: str,
         layers: Sequence[LayerRecord],
         require_unpacked: bool = True,
+        lease: Lease | None = None,
     ) -> ImageRecord:
         """Record a pulled image, its layers and names in one transaction; return it.
 
         Every layer directory and the manifest, config (and list) blobs must already be in
         place; with ``require_unpacked=False`` a layer may instead be present as its blob
-        only (a pull with ``unpack=False``; it is unpacked when first needed). An image
-        with the same ID is merged: its names and digests are extended and the new
-        manifest becomes current. Names move: a name held by another image is
+        only (a pull with ``unpack=False``; it is unpacked when first needed). A missing
+        file raises StoreError with slug ``blob_unknown`` or ``layer_unknown``: write it
+        again and retry. An image with the same ID is merged: its names and digests are
+        extended and the new manifest becomes current; files of the old record that no
+        image uses any more are deleted unless a lease other than ``lease`` (the
+        committing writer's) holds them. Names move: a name held by another image is
         taken from it, and that image stays, untagged.
         """
         hex_ = parse_image_id(image_id)
@@ -348,7 +368,7 @@ class Store:
             if existing is not None:
                 # A merge can swap the layer blobs (gzip vs zstd instance of one config).
                 old_blobs = [x.blob_digest for x in existing.layers]
-                self._drop_unused(trash, chain, old_blobs)
+                self._drop_unused(trash, chain, old_blobs, exclude=lease)
             record = read_image(conn, hex_)
         assert record is not None
         return record
@@ -379,11 +399,21 @@ class Store:
                     slug="layer_unknown",
                 )
 
-    def _drop_unused(self, trash: Trash, chain: Iterable[str], blobs: Iterable[str]) -> None:
+    def _drop_unused(
+        self,
+        trash: Trash,
+        chain: Iterable[str],
+        blobs: Iterable[str],
+        *,
+        exclude: Lease | None = None,
+    ) -> None:
         """Of the given layers and blobs, delete the rows and trash the files nobody uses.
 
-        Runs inside :meth:`_writing`, after the rows that referenced them are gone.
+        Runs inside :meth:`_writing`, after the rows that referenced them are gone. Files
+        held by a live lease other than ``exclude`` stay: their writer commits them again
+        (its commit re-inserts the layer row), or discards them when it fails.
         """
+        holds = self._held_by_others(exclude)
         touched = list(chain)
         dead_layers = layerdb.unreferenced_layers(self._conn, touched)
         candidates = list(blobs)
@@ -393,23 +423,34 @@ class Store:
                 candidates.append(record.blob_digest)
         layerdb.delete_layers(self._conn, dead_layers, touched)
         for chain_id in dead_layers:
-            trash.move_layer(chain_id)
+            if chain_id not in holds.layers:
+                trash.move_layer(chain_id)
         for digest in layerdb.unreferenced_blobs(self._conn, candidates):
-            trash.move_blob(digest)
+            if digest not in holds.blobs:
+                trash.move_blob(digest)
 
-    def discard_unreferenced(self, chain_ids: Iterable[str], blobs: Iterable[str]) -> None:
+    def _held_by_others(self, lease: Lease | None) -> Holds:
+        """What the live leases other than ``lease`` hold; call in a write transaction."""
+        return live_holds(self._conn, self.tmp_dir, exclude=None if lease is None else lease.id)
+
+    def discard_unreferenced(
+        self, chain_ids: Iterable[str], blobs: Iterable[str], *, lease: Lease | None = None
+    ) -> None:
         """Delete layer dirs and blobs that no committed image references.
 
-        A failed pull calls this for what it wrote, so the store is left as it was.
-        Checked under the write lock: a concurrent commit that adopted one of them
-        either committed first (the file is kept) or finds it gone and fails cleanly.
+        A failed pull calls this for what its ``lease`` holds (before releasing it), so
+        the store is left as it was. What another live lease holds is kept: a concurrent
+        pull has adopted it and is about to commit it. Checked under the write lock,
+        where leases are added too.
         """
         with self._writing() as (conn, trash):
+            holds = self._held_by_others(lease)
             for chain_id in dict.fromkeys(chain_ids):
-                if layerdb.read_layer(conn, chain_id) is None:
+                if chain_id not in holds.layers and layerdb.read_layer(conn, chain_id) is None:
                     trash.move_layer(chain_id)
             for digest in layerdb.unreferenced_blobs(conn, blobs):
-                trash.move_blob(digest)
+                if digest not in holds.blobs:
+                    trash.move_blob(digest)
 
     def add_names(self, image_id: str, names: Sequence[str]) -> ImageRecord:
         """Give the image more names (tag), moving each from any image that holds it."""
@@ -439,7 +480,8 @@ class Store:
         """Delete an image with all its names; then its layers and blobs no one else uses.
 
         Rows go in one transaction; files are moved into ``tmp/`` inside it and deleted
-        after the commit. Returns the record as it was before the removal.
+        after the commit, except those a live lease holds (an in-flight pull uses them).
+        Returns the record as it was before the removal.
         """
         hex_ = parse_image_id(image_id)
         with self._writing() as (conn, trash):
