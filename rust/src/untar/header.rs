@@ -336,7 +336,7 @@ pub fn pax_sparse_map(value: &[u8]) -> Result<Vec<Region>> {
                 .map_err(|_| Error::bad_tar("sparse map holds a non-number"))
         })
         .collect::<Result<_>>()?;
-    if numbers.len() % 2 != 0 {
+    if !numbers.len().is_multiple_of(2) {
         return Err(Error::bad_tar("sparse map has an odd number of values"));
     }
     Ok(numbers

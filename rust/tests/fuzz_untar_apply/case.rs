@@ -238,11 +238,11 @@ impl Bulk {
                 members,
             } => {
                 let mut down = vec!["c"];
-                down.extend(std::iter::repeat("x").take(depth));
+                down.extend(std::iter::repeat_n("x", depth));
                 out.push(m(&down, Kind::Dir));
                 for j in 0..links {
                     let mut target: Vec<String> = vec!["x".into(); depth];
-                    target.extend(std::iter::repeat("..".to_string()).take(depth));
+                    target.extend(std::iter::repeat_n("..".to_string(), depth));
                     if j > 0 {
                         target.push(format!("l{}", j - 1));
                     }

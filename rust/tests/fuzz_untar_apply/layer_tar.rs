@@ -115,7 +115,7 @@ impl Ctx {
                     let data: Vec<u8> = map
                         .iter()
                         .enumerate()
-                        .flat_map(|(i, &(_, l))| std::iter::repeat(b'0' + i as u8).take(l as usize))
+                        .flat_map(|(i, &(_, l))| std::iter::repeat_n(b'0' + i as u8, l as usize))
                         .collect();
                     h.size = data.len() as u64;
                     let numbers = |sep: &str| {
