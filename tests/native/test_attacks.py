@@ -119,6 +119,13 @@ def test_whiteout_of_nothing_dot_or_dotdot_is_refused_at_untar(tmp_path: Path, n
     assert_refused(unpack(tmp_path, raw), "unsafe_path", "invalid whiteout name")
 
 
+def test_a_whiteout_of_dotdot_reached_through_a_symlink_target_is_refused(tmp_path: Path) -> None:
+    # The fuzz target found this way around the name check: the directory ".wh..." is
+    # made as the implied parent named by a symlink's target.
+    raw = TarBuilder().add_symlink("c", ".wh...").add_file("c/x", b"").bytes()
+    assert_refused(unpack(tmp_path, raw), "unsafe_path", "invalid whiteout name")
+
+
 @pytest.mark.parametrize("name", [".wh.", ".wh..", ".wh..."])
 def test_whiteout_of_dotdot_in_a_stored_layer_is_refused_at_apply(
     tmp_path: Path, name: str
@@ -187,6 +194,11 @@ def test_the_bookkeeping_name_is_reserved(tmp_path: Path, kind: str) -> None:
     else:
         builder.add_symlink(".wh..wh..towline-implied", "/dev/zero")
     assert_refused(unpack(tmp_path, builder.bytes()), "unsafe_path", "reserved")
+
+
+def test_the_bookkeeping_name_is_reserved_through_a_symlink_to_the_root(tmp_path: Path) -> None:
+    raw = TarBuilder().add_symlink("l", ".").add_file("l/.wh..wh..towline-implied", b"").bytes()
+    assert_refused(unpack(tmp_path, raw), "unsafe_path", "reserved")
 
 
 @pytest.mark.parametrize("kind", ["symlink", "fifo"])

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use super::header::Timestamp;
 use crate::dirtree::{ident_of, DirTree, Ident, Node, NodeId, ROOT};
 use crate::error::{Error, Result};
+use crate::implied_dirs;
 
 /// Most symlinks followed while resolving one path (Linux's own limit is 40).
 const MAX_LINKS: usize = 40;
@@ -54,6 +55,31 @@ pub fn child(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(name);
     out
+}
+
+/// Refuses a name no member may create: a whiteout of nothing, "." or ".."
+/// (merging it would delete the directory itself or its parent: containerd's
+/// "invalid whiteout name"), a name longer than 255 bytes, and towline's
+/// bookkeeping name at the root (`in_root`).
+pub fn check_name(name: &[u8], in_root: bool, member: &[u8]) -> Result<()> {
+    if let Some(target) = name.strip_prefix(b".wh.") {
+        if matches!(target, b"" | b"." | b"..") {
+            return Err(Error::unsafe_path(member, "invalid whiteout name"));
+        }
+    }
+    if name.len() > 255 {
+        return Err(Error::unsafe_path(
+            member,
+            "a name component is longer than 255 bytes",
+        ));
+    }
+    if in_root && name == implied_dirs::NAME {
+        return Err(Error::unsafe_path(
+            member,
+            "the name is reserved for towline's bookkeeping",
+        ));
+    }
+    Ok(())
 }
 
 /// Mode and mtime a layer declares for a directory, applied at the end.
@@ -232,6 +258,8 @@ impl Resolver {
                 ),
             )),
             Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                // The name may come from a symlink's target, which no check has seen.
+                check_name(name, dir == ROOT, member)?;
                 fs::create_dir(&full).map_err(|e| Error::io("create directory", &full, e))?;
                 let meta =
                     fs::symlink_metadata(&full).map_err(|e| Error::io("inspect", &full, e))?;

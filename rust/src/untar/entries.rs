@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rustix::fs::{FileType, Gid, Mode, Uid, XattrFlags, CWD};
 
-use super::confine::{child, clean, Declared, DirState, Resolver};
+use super::confine::{check_name, child, clean, Declared, DirState, Resolver};
 use super::data::{copy_data, copy_limited};
 use super::header::{Entry, Kind};
 use super::metadata::{id, os_err, timestamps};
@@ -23,35 +23,6 @@ use crate::implied_dirs;
 
 /// Files at least this large are written back early; smaller ones are left to syncfs.
 const EARLY_WRITEBACK: u64 = 256 << 10;
-
-/// Names a whiteout may not hide: its target must be one real name.
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-
-/// Refuses components no layer may use: whiteouts of nothing, ".", or ".."
-/// (merging them would delete the parent of the target: containerd's "invalid
-/// whiteout name"), and towline's own bookkeeping name at the root.
-fn check_names(parts: &[&[u8]], member: &[u8]) -> Result<()> {
-    for (i, part) in parts.iter().enumerate() {
-        if let Some(target) = part.strip_prefix(WHITEOUT_PREFIX) {
-            if matches!(target, b"" | b"." | b"..") {
-                return Err(Error::unsafe_path(member, "invalid whiteout name"));
-            }
-        }
-        if part.len() > 255 {
-            return Err(Error::unsafe_path(
-                member,
-                "a name component is longer than 255 bytes",
-            ));
-        }
-        if i == 0 && *part == implied_dirs::NAME {
-            return Err(Error::unsafe_path(
-                member,
-                "the name is reserved for towline's bookkeeping",
-            ));
-        }
-    }
-    Ok(())
-}
 
 pub struct Unpacker {
     resolver: Resolver,
@@ -116,7 +87,9 @@ impl Unpacker {
     ) -> Result<()> {
         self.stats.entries += 1;
         let parts = clean(&entry.path);
-        check_names(&parts, &entry.path)?;
+        for (i, part) in parts.iter().enumerate() {
+            check_name(part, i == 0, &entry.path)?;
+        }
         let Some((name, parent)) = parts.split_last() else {
             // "./" names the root itself: keep its metadata, nothing to create.
             if entry.kind == Kind::Dir {
@@ -130,6 +103,8 @@ impl Unpacker {
             return Ok(());
         };
         let parent = self.resolver.resolve_dir(parent, true, &entry.path)?;
+        // Through a symlink to the root, the name may land there after all.
+        check_name(name, parent.dir == ROOT, &entry.path)?;
         let at = At {
             dir: parent.dir,
             name,
