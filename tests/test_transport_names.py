@@ -8,6 +8,7 @@ from towline.errors import TransportError
 from towline.transports import (
     KNOWN_TRANSPORTS,
     SUPPORTED_TRANSPORTS,
+    TRANSPORTS,
     require_supported,
     split_transport,
 )
@@ -64,21 +65,23 @@ def test_tables() -> None:
         "sif",
         "tarball",
     }
-    assert set(SUPPORTED_TRANSPORTS) == {"docker"}
-    assert SUPPORTED_TRANSPORTS <= KNOWN_TRANSPORTS
+    # Every transport podman pulls from, except sif and tarball (build artefacts, not images).
+    assert set(SUPPORTED_TRANSPORTS) == KNOWN_TRANSPORTS - {"sif", "tarball"}
+    assert set(TRANSPORTS) == set(SUPPORTED_TRANSPORTS)
 
 
-@pytest.mark.parametrize("transport", [None, "docker"])
+@pytest.mark.parametrize("transport", [None, *sorted(SUPPORTED_TRANSPORTS)])
 def test_supported(transport: str | None) -> None:
     require_supported(transport)
 
 
-@pytest.mark.parametrize("transport", sorted(KNOWN_TRANSPORTS - {"docker"}))
+@pytest.mark.parametrize("transport", sorted(KNOWN_TRANSPORTS - SUPPORTED_TRANSPORTS))
 def test_known_but_unsupported(transport: str) -> None:
     with pytest.raises(TransportError) as info:
         require_supported(transport)
+    supported = ", ".join(sorted(SUPPORTED_TRANSPORTS))
     assert str(info.value) == (
-        f'transport "{transport}" is not supported yet by towline; supported: docker'
+        f'transport "{transport}" is not supported by towline; supported: {supported}'
     )
     assert info.value.slug == "unsupported_transport"
 
@@ -89,8 +92,8 @@ def test_unknown_transport() -> None:
 
 
 def test_split_then_require() -> None:
-    transport, rest = split_transport("oci:/tmp/l")
-    with pytest.raises(TransportError, match='"oci" is not supported yet'):
+    transport, rest = split_transport("sif:/tmp/x.sif")
+    with pytest.raises(TransportError, match='"sif" is not supported by towline'):
         require_supported(transport)
     transport, rest = split_transport("docker:latest")
     require_supported(transport)

@@ -60,6 +60,7 @@ class LayerSink:
         xattrs: bool = True,
         max_ratio: float = 1000.0,
         max_entries: int | None = None,
+        decompressed_path: _Path | None = None,
     ) -> LayerSink: ...
     def write(self, data: bytes) -> None:
         """Appends the next chunk of the compressed blob."""

@@ -1,13 +1,16 @@
-"""THE data path: one image from any :class:`ImageSource` into the store.
+"""THE data path: one image (or every image of an index) from any source to any destination.
 
-Knows no concrete transport. Reads the manifest (picking the platform from an
-index), the config, then streams every missing layer through a native
-``LayerSink`` (digest, size and diff_id verified, unpacked by chain ID), and
-commits the image in one store transaction. Everything the copy looks for or writes
-in the store is held by its lease first, so no concurrent failure or removal takes it
-away before the commit; a commit that finds a file gone anyway fetches it again. If
-anything fails, or the user interrupts, what this copy wrote is removed again: the store
-is left as it was.
+Knows no concrete transport (a test walks its imports), as c/image's ``copy``
+package. It reads the manifest (picking the platform from an index, or taking
+every instance with ``all_platforms``), reads and verifies the config, then
+streams every blob the destination does not have through a verifying writer the
+destination opens (the native sinks check size, digest and diff_id), and writes
+the manifest, converted when the destination cannot store its type. Every
+manifest and config is checked against its digest here, once.
+
+:func:`copy_image` leaves the commit to its caller, so one archive can take
+several images; :func:`copy_and_commit` is the usual whole job: copy, commit,
+and on failure (or Ctrl-C) abort, which leaves the destination as it was.
 """
 
 from __future__ import annotations
@@ -18,178 +21,212 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from towline import _native
 from towline.errors import StoreError, TowlineError, TransportError
 from towline.events import Reporter
 from towline.manifest import (
+    Descriptor,
     ImageConfig,
+    ImageIndex,
     ImageManifest,
     compute_digest,
     parse_image_config,
     parse_manifest,
     verify_digest,
 )
-from towline.options import PullOptions
+from towline.manifest_convert import convert_index, convert_manifest
 from towline.platform import Platform, choose_instance, normalize_platform, parse_platform
-from towline.store import LayerRecord, Lease, Store, chain_ids
-from towline.store.records import ImageRecord
-from towline.transports.base import ImageSource
-from towline.unpack import unpack_stored_layer
+from towline.transports.base import ImageDestination, ImageSource, LayerContext
 from towline.untrusted_json import load_object
 
-__all__ = ["CONFIG_SIZE_LIMIT", "copy_image_to_store"]
+__all__ = [
+    "CONFIG_SIZE_LIMIT",
+    "CopyOptions",
+    "CopyResult",
+    "copy_and_commit",
+    "copy_image",
+]
+
+_log = logging.getLogger(__name__)
 
 #: Largest config blob accepted (as containers/image).
 CONFIG_SIZE_LIMIT = 4 << 20
 
-#: Commits tried when files vanish before the commit, each after fetching them again.
+#: Commits tried when a destination lost a file before its commit, each after copying again.
 COMMIT_ATTEMPTS = 3
-# Slugs of commit_image's "a file it needs is not in the store".
+# Slugs of "a file the commit needs is gone" (something outside towline removed it).
 _FILE_MISSING = frozenset({"blob_unknown", "layer_unknown"})
 
-_log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class CopyOptions:
+    """How to copy: which platform(s), how many blobs at once.
+
+    ``wanted``: platforms to pick from an index, best first (the pull's
+    ``wanted_platforms``). ``expected``: the platform to warn about when a config
+    says otherwise. ``all_platforms``: copy every instance of an index and the
+    index itself (skopeo ``--all``). ``parallel``: blobs copied at once when both
+    sides allow it.
+    """
+
+    wanted: Sequence[Platform]
+    expected: Platform | None = None
+    all_platforms: bool = False
+    parallel: int = 6
+
+
+@dataclass
+class CopyResult:
+    """What was copied: the top-level manifest written (digest, size), and every image ID."""
+
+    manifest_digest: str
+    manifest_size: int
+    image_ids: list[str] = field(default_factory=list)
 
 
 class _Cancelled(Exception):
     """Raised inside a download's progress callback to stop it (another layer failed)."""
 
 
-def copy_image_to_store(
+def copy_and_commit(
     source: ImageSource,
-    store: Store,
-    *,
-    names: Sequence[str],
-    wanted: Sequence[Platform],
-    expected: Platform | None,
-    options: PullOptions,
+    dest: ImageDestination,
+    options: CopyOptions,
     reporter: Reporter,
-    parallel: int,
-) -> ImageRecord:
-    """Copy the image ``source`` names (for ``wanted`` platforms) into ``store``.
+) -> CopyResult:
+    """Copy what ``source`` names into ``dest`` and commit it; abort ``dest`` on failure.
 
-    ``expected`` is the platform to warn about when the config says otherwise.
+    A commit that finds a file gone (removed outside towline between its copy and
+    its commit) copies again, up to :data:`COMMIT_ATTEMPTS` times: what is still
+    there is reused, only what is missing moves again.
     """
-    with store.lease() as lease:
-        copier = _Copier(source, store, lease, options, reporter, parallel)
-        try:
-            return copier.run(names, wanted, expected)
-        except BaseException:
-            # The lease names everything this copy wrote or adopted; what no image uses
-            # and no other pull holds goes, so the store is left as it was.
-            store.discard_unreferenced(lease.layers, lease.blobs, lease=lease)
-            raise
+    try:
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            result = copy_image(source, dest, options, reporter)
+            try:
+                dest.commit()
+            except StoreError as exc:
+                if exc.slug not in _FILE_MISSING or attempt == COMMIT_ATTEMPTS:
+                    raise
+                _log.warning("copying again what is missing (attempt %d): %s", attempt + 1, exc)
+                continue
+            return result
+        raise AssertionError("unreachable")
+    except BaseException:
+        dest.abort()
+        raise
 
 
-@dataclass
-class _Picked:
-    """The single-image manifest to copy, and the index it was picked from, if any."""
-
-    manifest: ImageManifest
-    raw: bytes
-    list_raw: bytes | None = None
-    list_digest: str | None = None
+def copy_image(
+    source: ImageSource,
+    dest: ImageDestination,
+    options: CopyOptions,
+    reporter: Reporter,
+) -> CopyResult:
+    """Copy the image (or the index of images) ``source`` names into ``dest``; no commit."""
+    return _Copier(source, dest, options, reporter).run()
 
 
 @dataclass
 class _Copier:
-    """One copy in progress: the source, the store and the lease on what it uses there."""
+    """One copy in progress."""
 
     source: ImageSource
-    store: Store
-    lease: Lease
-    options: PullOptions
+    dest: ImageDestination
+    options: CopyOptions
     reporter: Reporter
-    parallel: int
     cancel: threading.Event = field(default_factory=threading.Event)
 
-    def run(
-        self, names: Sequence[str], wanted: Sequence[Platform], expected: Platform | None
-    ) -> ImageRecord:
-        picked = self.pick_manifest(wanted)
-        manifest = picked.manifest
-        manifest_digest = compute_digest(picked.raw)
-        config_digest = manifest.config.digest
-        small: list[tuple[str, bytes]] = [(manifest_digest, picked.raw)]
-        if picked.list_digest is not None and picked.list_raw is not None:
-            small.append((picked.list_digest, picked.list_raw))
-        # Held before the store is searched for any of them (the config is read from it).
-        layer_blobs = [x.digest for x in manifest.layers]
-        self.lease.add(blobs=[config_digest, *(d for d, _ in small), *layer_blobs])
-        config_raw, config = self.read_config(manifest)
-        _warn_platform(config, expected, self.reporter)
-        small.insert(0, (config_digest, config_raw))
-        self.lease.add(layers=chain_ids(config.diff_ids))
-
-        # === layers, config, manifest and the image record, in one commit
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            layers = self.copy_layers(manifest, config)
-            for digest, data in small:
-                if not self.store.has_blob(digest):
-                    self.store.write_blob(digest, data)
-            if attempt == 1:
-                self.reporter.blob_done(config_digest, "config", manifest.config.size)
-                self.reporter.line("Writing manifest to image destination")
-            try:
-                return self.commit(names, picked, manifest_digest, config, layers)
-            except StoreError as exc:
-                # Leased files are kept by towline; something else removed one. Copying
-                # again fetches (or unpacks) only what is missing.
-                if exc.slug not in _FILE_MISSING or attempt == COMMIT_ATTEMPTS:
-                    raise
-                _log.warning("copying again what is missing (attempt %d): %s", attempt + 1, exc)
-        raise AssertionError("unreachable")
-
-    def commit(
-        self,
-        names: Sequence[str],
-        picked: _Picked,
-        manifest_digest: str,
-        config: ImageConfig,
-        layers: Sequence[LayerRecord],
-    ) -> ImageRecord:
-        manifest = picked.manifest
-        return self.store.commit_image(
-            image_id=manifest.config.digest,
-            names=list(names),
-            manifest_digest=manifest_digest,
-            manifest_media_type=manifest.media_type,
-            config_digest=manifest.config.digest,
-            list_digest=picked.list_digest,
-            platform=config.platform,
-            created=config.created or "",
-            layers=layers,
-            require_unpacked=self.options.unpack,
-            lease=self.lease,
-        )
-
-    # === manifest (and the platform's instance when it is an index)
-    def pick_manifest(self, wanted: Sequence[Platform]) -> _Picked:
-        source = self.source
-        raw, media_type = source.get_manifest()
+    def run(self) -> CopyResult:
+        # === manifest: a single image, or an index to pick from (or copy whole)
+        raw, media_type = self.source.get_manifest()
         parsed = parse_manifest(raw, media_type)
         if isinstance(parsed, ImageManifest):
-            return _Picked(parsed, raw)
-        entry = choose_instance(load_object(raw), wanted, media_type=media_type)
+            return self.copy_single(parsed, raw, media_type)
+        if self.options.all_platforms:
+            return self.copy_all(parsed, raw, media_type)
+        entry = choose_instance(load_object(raw), self.options.wanted, media_type=media_type)
         instance = str(entry["digest"])
-        instance_raw, instance_type = source.get_manifest(instance)
-        verify_digest(instance_raw, instance, f"manifest {instance} of {source.description}")
-        chosen = parse_manifest(instance_raw, instance_type)
-        if not isinstance(chosen, ImageManifest):
+        result = self.copy_single(*self.instance(instance))
+        self.dest.put_index(raw, media_type, complete=False)
+        return result
+
+    def instance(self, digest: str) -> tuple[ImageManifest, bytes, str]:
+        """The verified single-image manifest ``digest`` of the source's index."""
+        raw, media_type = self.source.get_manifest(digest)
+        verify_digest(raw, digest, f"manifest {digest} of {self.source.description}")
+        parsed = parse_manifest(raw, media_type)
+        if not isinstance(parsed, ImageManifest):
             raise TransportError(
-                f"{source.description}: index entry {instance} is itself an index; "
+                f"{self.source.description}: index entry {digest} is itself an index; "
                 "nested indexes are not supported",
                 slug="invalid_manifest",
             )
-        return _Picked(chosen, instance_raw, raw, compute_digest(raw))
+        return parsed, raw, media_type
 
-    # === config
-    def read_config(self, manifest: ImageManifest) -> tuple[bytes, ImageConfig]:
+    # === every instance, and the index itself
+    def copy_all(self, index: ImageIndex, raw: bytes, media_type: str) -> CopyResult:
+        accepted = self.dest.capabilities.index_types
+        if not accepted:
+            raise TransportError(
+                f"{self.dest.description} holds one image, not an index of "
+                f"{len(index.manifests)}: copy without --all (one platform), or to oci: or dir:",
+                slug="index_not_supported",
+            )
+        count = len(index.manifests)
+        self.reporter.line(f"Copying {count} images generated from {count} images in list")
+        moved: dict[str, tuple[str, int]] = {}
+        ids: list[str] = []
+        for position, entry in enumerate(index.manifests, 1):
+            self.reporter.line(f"Copying image {entry.digest} ({position}/{count})")
+            result = self.copy_single(*self.instance(entry.digest))
+            ids += result.image_ids
+            if result.manifest_digest != entry.digest:
+                moved[entry.digest] = (result.manifest_digest, result.manifest_size)
+        if media_type not in accepted or moved:
+            target = media_type if media_type in accepted else accepted[0]
+            raw, media_type = convert_index(index, target, moved), target
+        self.reporter.line("Writing manifest list to image destination")
+        self.dest.put_index(raw, media_type, complete=True)
+        return CopyResult(compute_digest(raw), len(raw), ids)
+
+    # === one image: config, layers, manifest
+    def copy_single(self, manifest: ImageManifest, raw: bytes, media_type: str) -> CopyResult:
+        config_raw, config = self.read_config(manifest)
+        _warn_platform(config, self.options.expected, self.reporter)
+        self.dest.begin_image(manifest, config_raw, config)
         self.reporter.line("Getting image source signatures")
+        self.copy_layers(manifest, config)
+
         desc = manifest.config
-        if self.store.has_blob(desc.digest):
-            raw = self.store.read_blob(desc.digest)
-        else:
-            raw = self.source.get_config(desc.digest, CONFIG_SIZE_LIMIT)
+        if not self.dest.try_reuse_blob(desc, None):
+            writer = self.dest.open_blob(desc, None)
+            try:
+                writer.write(config_raw)
+                writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+        self.reporter.blob_done(desc.digest, "config", desc.size)
+
+        raw, media_type = self.convert(manifest, raw, media_type)
+        self.reporter.line("Writing manifest to image destination")
+        self.dest.put_manifest(raw, media_type)
+        return CopyResult(compute_digest(raw), len(raw), [desc.digest.partition(":")[2]])
+
+    def convert(self, manifest: ImageManifest, raw: bytes, media_type: str) -> tuple[bytes, str]:
+        accepted = self.dest.capabilities.manifest_types
+        if not accepted or media_type in accepted:
+            return raw, media_type
+        target = accepted[0]
+        self.reporter.line(
+            f"Converting the manifest from {media_type} to {target} "
+            f"({self.dest.description} does not store the first)"
+        )
+        return convert_manifest(manifest, target), target
+
+    def read_config(self, manifest: ImageManifest) -> tuple[bytes, ImageConfig]:
+        desc = manifest.config
+        raw = self.source.read_blob(desc.digest, CONFIG_SIZE_LIMIT)
         verify_digest(raw, desc.digest, f"config of {self.source.description}")
         config = parse_image_config(raw, f"image config {desc.digest} of {self.source.description}")
         if len(config.diff_ids) != len(manifest.layers):
@@ -199,68 +236,47 @@ class _Copier:
                 "its source",
                 slug="invalid_manifest",
             )
+        for layer in manifest.layers:
+            if layer.media_type.endswith("+encrypted"):
+                raise TransportError(
+                    f"{self.source.description}: layer {layer.digest} is encrypted "
+                    f"({layer.media_type}); encrypted images are not supported",
+                    slug="encrypted_layer",
+                )
         return raw, config
 
-    # === layers
-    def copy_layers(self, manifest: ImageManifest, config: ImageConfig) -> list[LayerRecord]:
-        store = self.store
-        chains = chain_ids(config.diff_ids)
-        records: list[LayerRecord | None] = [None] * len(chains)
-
-        def record(i: int, uncompressed_size: int) -> LayerRecord:
-            desc = manifest.layers[i]
-            return LayerRecord(
-                chain_id=chains[i],
-                diff_id=config.diff_ids[i],
-                parent=chains[i - 1] if i else None,
-                blob_digest=desc.digest,
-                compressed_size=desc.size,
-                uncompressed_size=uncompressed_size,
-                media_type=desc.media_type,
-            )
-
-        todo = []
-        local: list[LayerRecord] = []
+    def copy_layers(self, manifest: ImageManifest, config: ImageConfig) -> None:
+        todo: list[tuple[Descriptor, LayerContext]] = []
         for i, desc in enumerate(manifest.layers):
-            existing = store.layer_record(chains[i])
-            if existing is not None:
-                # Stored from another blob (compression): held before it is looked for.
-                self.lease.add(blobs=[existing.blob_digest])
-            unpacked = existing is not None and store.is_unpacked(chains[i])
-            if existing is not None and (unpacked or store.has_blob(existing.blob_digest)):
-                records[i] = record(i, existing.uncompressed_size)
+            layer = LayerContext(i, config.diff_ids[i])
+            if self.dest.try_reuse_blob(desc, layer):
                 self.reporter.blob_skipped(desc.digest, "layer")
-                if self.options.unpack and not unpacked:
-                    local.append(existing)  # stored as a blob only: unpack it, no download
             else:
-                todo.append(i)
-        for existing in local:
-            unpack_stored_layer(store, existing, durable=self.options.durable)
+                todo.append((desc, layer))
+        if not todo:
+            return
+        both = self.source.capabilities.parallel_reads and self.dest.capabilities.parallel_writes
+        workers = max(1, min(self.options.parallel if both else 1, len(todo)))
+        if workers == 1:
+            for desc, layer in todo:
+                self.copy_blob(desc, layer)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures: list[Future[None]] = [pool.submit(self.copy_blob, d, x) for d, x in todo]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                # Stop the other downloads at their next chunk; the pool waits for them.
+                self.cancel.set()
+                for future in futures:
+                    future.cancel()
+                raise
 
-        def fetch(i: int) -> LayerRecord:
-            desc = manifest.layers[i]
-            result = self.fetch_layer(desc.digest, desc.size, chains[i], config.diff_ids[i])
-            self.reporter.blob_done(desc.digest, "layer", desc.size)
-            return record(i, result["uncompressed_size"] or 0)
-
-        if todo:
-            workers = max(1, min(self.parallel, len(todo)))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures: dict[Future[LayerRecord], int] = {pool.submit(fetch, i): i for i in todo}
-                try:
-                    for future in as_completed(futures):
-                        records[futures[future]] = future.result()
-                except BaseException:
-                    # Stop the other downloads at their next chunk; the pool waits for them.
-                    self.cancel.set()
-                    for future in futures:
-                        future.cancel()
-                    raise
-        return [r for r in records if r is not None]
-
-    def fetch_layer(self, digest: str, size: int, chain: str, diff_id: str) -> _native._SinkResult:
+    def copy_blob(self, desc: Descriptor, layer: LayerContext) -> None:
+        digest, size = desc.digest, desc.size
         self.reporter.blob_started(digest, "layer", size)
-        # A server that ignores Range cannot resume: start the blob over, once.
+        # A source that ignores Range cannot resume: start the blob over, once.
         for attempt in (1, 2):
             done = 0
 
@@ -271,25 +287,19 @@ class _Copier:
                 done += n
                 self.reporter.blob_advanced(digest, "layer", done, size)
 
-            sink = _native.LayerSink(
-                self.store.blob_path(digest),
-                self.store.layer_path(chain) if self.options.unpack else None,
-                digest,
-                size,
-                diff_id,
-                durable=self.options.durable,
-            )
+            writer = self.dest.open_blob(desc, layer)
             try:
-                self.source.copy_blob(digest, size, sink, progress)
-                return sink.finish()
+                self.source.get_blob(digest, size, writer, progress)
+                writer.finish()
+                break
             except TransportError as exc:
-                sink.abort()
+                writer.abort()
                 if exc.slug != "range_not_supported" or attempt == 2:
                     raise
             except BaseException:
-                sink.abort()
+                writer.abort()
                 raise
-        raise AssertionError("unreachable")
+        self.reporter.blob_done(digest, "layer", size)
 
 
 def _warn_platform(config: ImageConfig, expected: Platform | None, reporter: Reporter) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "image_id_candidate",
     "is_local_only_name",
     "is_short_name",
+    "normalize_name",
     "parse_named_strict",
     "parse_normalized_named",
     "parse_reference",
@@ -244,6 +245,20 @@ def parse_reference(value: str) -> Reference:
     if ref.digest is None and ref.tag is None:
         return replace(ref, tag=DEFAULT_TAG)
     return ref
+
+
+def normalize_name(value: str) -> Reference:
+    """libimage's ``NormalizeName``: how names found in archives are stored.
+
+    Unlike :func:`parse_reference`, a name without a registry goes to
+    ``localhost/`` (``pretty-empty:latest`` → ``localhost/pretty-empty:latest``);
+    ``docker.io/foo`` still becomes ``docker.io/library/foo``; ``latest`` is added
+    and a tag beside a digest is dropped.
+    """
+    first, slash, _ = value.partition("/")
+    if not slash or not ("." in first or ":" in first or first == _LOCALHOST):
+        value = f"{_LOCALHOST}/{value}"
+    return parse_reference(value)
 
 
 def parse_named_strict(value: str) -> Reference:

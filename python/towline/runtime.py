@@ -1,9 +1,12 @@
 """Runtime: pull, look up, list, remove and unpack images in one store.
 
 ``pull`` follows libimage's ``Runtime.Pull`` and ``copySingleImageFromRegistry``
-(containers/common): transports, local-only IDs, pull policies (with a custom
-platform turning ``missing`` into ``newer``), short-name candidates tried in
-order, and ``pull`` / ``pull-error`` events.
+(containers/common): local-only IDs, pull policies (with a custom platform
+turning ``missing`` into ``newer``), short-name candidates tried in order, and
+``pull`` / ``pull-error`` events. As in libimage, a registry name (plain or
+``docker://``) goes through the policies; any other transport is opened through
+the transport table and always copied, the image named as that transport says.
+``copy`` moves an image between any two transports, as ``skopeo copy``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from towline.config import (
     load_registries_conf,
     resolve,
 )
-from towline.copy import copy_image_to_store
+from towline.copy import CopyOptions, CopyResult, copy_and_commit
 from towline.errors import (
     ImageUnknownError,
     ManifestUnknownError,
@@ -48,8 +51,10 @@ from towline.reference import (
 )
 from towline.store import Store
 from towline.store.records import ImageRecord
-from towline.transports import require_supported, split_transport
+from towline.transports import parse_image_name, require_supported, split_transport
+from towline.transports.base import ImageSource, TransportContext
 from towline.transports.docker import RegistryAccess, open_docker_source, remote_digest
+from towline.transports.storage import StorageDestination
 
 __all__ = ["Runtime", "default_root"]
 
@@ -193,6 +198,10 @@ class Runtime:
     ) -> list[ImageRecord]:
         transport, rest = split_transport(name)
         require_supported(transport)
+        if transport is not None and transport != "docker":
+            if options.all_tags:
+                raise PolicyError(f"pulling all tags is not supported for {transport} transport")
+            return self._pull_from_transport(name, options, config)
         if transport == "docker":
             # docker:// names are never short-name resolved (docker.io/library/ at most).
             ref = parse_reference(rest)
@@ -335,18 +344,105 @@ class Runtime:
     ) -> ImageRecord:
         source = open_docker_source(ref, access)
         try:
-            return copy_image_to_store(
-                source,
-                self.store,
-                names=[str(ref)],
-                wanted=wanted_platforms(choice),
-                expected=choice or host_platform(),
-                options=options,
-                reporter=reporter,
-                parallel=options.max_parallel_downloads or config.engine.max_parallel_downloads,
-            )
+            return self._copy_to_store(source, [str(ref)], choice, options, config, reporter)[0]
         finally:
             source.close()
+
+    def _copy_to_store(
+        self,
+        source: ImageSource,
+        names: list[str],
+        choice: Platform | None,
+        options: PullOptions,
+        config: _Config,
+        reporter: Reporter,
+    ) -> list[ImageRecord]:
+        dest = StorageDestination(self.store, names, unpack=options.unpack, durable=options.durable)
+        copy_and_commit(source, dest, self._copy_options(choice, options, config), reporter)
+        return dest.records
+
+    @staticmethod
+    def _copy_options(
+        choice: Platform | None,
+        options: PullOptions,
+        config: _Config,
+        *,
+        all_platforms: bool = False,
+    ) -> CopyOptions:
+        return CopyOptions(
+            wanted=wanted_platforms(choice),
+            expected=choice or host_platform(),
+            all_platforms=all_platforms,
+            parallel=options.max_parallel_downloads or config.engine.max_parallel_downloads,
+        )
+
+    def _context(
+        self, options: PullOptions, config: _Config, reporter: Reporter
+    ) -> TransportContext:
+        return TransportContext(
+            options=options,
+            reporter=reporter,
+            tmp_dir=self.store.tmp_dir,
+            registry=self._access(options, config),
+            store=self.store,
+            env=self._env,
+        )
+
+    def _pull_from_transport(
+        self, name: str, options: PullOptions, config: _Config
+    ) -> list[ImageRecord]:
+        """libimage's ``copyFromDefault``: always copy, named as the source transport says."""
+        reporter = Reporter(options.writer, options.progress)
+        choice = parse_platform(options.platform) if options.platform else None
+        ref = parse_image_name(name)
+        context = self._context(options, config, reporter)
+        try:
+            source = ref.new_source(context)
+            try:
+                return self._copy_to_store(
+                    source, source.image_names(), choice, options, config, reporter
+                )
+            finally:
+                source.close()
+        finally:
+            if context.registry is not None:
+                context.registry.close()
+
+    # === copy
+    def copy(
+        self,
+        source: str,
+        destination: str,
+        options: PullOptions | None = None,
+        *,
+        all_platforms: bool = False,
+    ) -> CopyResult:
+        """Copy an image between two ``transport:reference`` names, as ``skopeo copy``.
+
+        ``containers-storage:NAME`` is this runtime's store. With ``all_platforms``
+        every instance of an index is copied, with the index (destinations that
+        store indexes only); otherwise the platform is chosen as for a pull. Blobs
+        pass unchanged; a manifest is converted only when the destination needs it.
+        """
+        options = options or PullOptions()
+        config = self._config(options)
+        reporter = Reporter(options.writer, options.progress)
+        choice = parse_platform(options.platform) if options.platform else None
+        src_ref, dest_ref = parse_image_name(source), parse_image_name(destination)
+        context = self._context(options, config, reporter)
+        try:
+            src = src_ref.new_source(context)
+            try:
+                dest = dest_ref.new_destination(context)
+                copy_options = self._copy_options(
+                    choice, options, config, all_platforms=all_platforms
+                )
+                return copy_and_commit(src, dest, copy_options, reporter)
+            finally:
+                src.close()
+        finally:
+            if context.registry is not None:
+                context.registry.close()
 
 
 def _first_set(*values: float | None) -> float | None:

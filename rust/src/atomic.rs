@@ -76,6 +76,16 @@ impl StagedFile {
         })
     }
 
+    /// Another handle on the staged file, for a writer on another thread; the
+    /// guard keeps deciding whether the file is committed or removed.
+    pub fn handle(&self) -> Result<File> {
+        self.file
+            .as_ref()
+            .ok_or(Error::Closed("the file was already committed"))?
+            .try_clone()
+            .map_err(|e| Error::io("open", &self.tmp, e))
+    }
+
     /// The directory the file is staged in (and will be renamed within).
     pub fn dir(&self) -> &Path {
         parent_of(&self.dest)

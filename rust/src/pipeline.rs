@@ -5,7 +5,8 @@
 //! thread each; they share every 256 KiB decompressed buffer (no copies) and
 //! hand buffers back to the inflater for reuse.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -34,6 +35,9 @@ pub struct WorkerOutput {
 pub struct WorkerJob {
     pub diff_alg: Algorithm,
     pub target: Option<PathBuf>,
+    /// Where the decompressed tar goes as it is (docker-archive layers), when
+    /// there is no `target` to unpack into.
+    pub tar_file: Option<File>,
     pub unpack: UnpackOptions,
     pub limits: Limits,
     pub fed: Arc<AtomicU64>,
@@ -95,8 +99,22 @@ impl WorkerJob {
         })
     }
 
-    /// Untars (or, without a target, just reads) the decompressed stream.
+    /// Untars the decompressed stream (or writes it to the tar file, or just reads it).
     fn untar<R: BufRead>(&self, mut input: R, format: &'static str) -> Result<Option<UnpackStats>> {
+        if let (None, Some(file)) = (&self.target, &self.tar_file) {
+            let mut file: &File = file;
+            loop {
+                let buf = input.fill_buf().map_err(|e| from_io(e, format))?;
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                file.write_all(buf).map_err(|e| {
+                    Error::io("write", std::path::Path::new("decompressed layer"), e)
+                })?;
+                let n = buf.len();
+                input.consume(n);
+            }
+        }
         match &self.target {
             Some(dir) => {
                 let opts = UnpackOptions {
@@ -284,6 +302,7 @@ mod tests {
         WorkerJob {
             diff_alg: Algorithm::Sha256,
             target: target.map(Path::to_path_buf),
+            tar_file: None,
             unpack: UnpackOptions {
                 same_owner: false,
                 devices: DevicePolicy::Skip,

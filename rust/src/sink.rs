@@ -34,6 +34,8 @@ const QUEUE_DEPTH: usize = 8;
 pub struct SinkConfig {
     pub blob_path: Option<PathBuf>,
     pub unpack_dir: Option<PathBuf>,
+    /// Write the decompressed tar here (verified like the rest) instead of unpacking it.
+    pub decompressed_path: Option<PathBuf>,
     pub expected_digest: Digest,
     pub expected_size: Option<u64>,
     pub expected_diff_id: Option<Digest>,
@@ -71,6 +73,7 @@ pub struct Sink {
     fed: Arc<AtomicU64>,
     blob: Option<StagedFile>,
     dir: Option<StagedDir>,
+    tar: Option<StagedFile>,
     worker: Option<Worker>,
     syncer: Option<Syncer>,
     closed: Option<&'static str>,
@@ -85,7 +88,17 @@ impl Sink {
                 )));
             }
         }
+        if cfg.decompressed_path.is_some() && (cfg.unpack_dir.is_some() || !cfg.decompress) {
+            return Err(Error::InvalidArgument(
+                "decompressed_path needs a decompressing sink without unpack_dir".into(),
+            ));
+        }
         let mut cfg = cfg;
+        let tar = cfg
+            .decompressed_path
+            .as_deref()
+            .map(StagedFile::create)
+            .transpose()?;
         let mut blob = cfg
             .blob_path
             .as_deref()
@@ -119,6 +132,7 @@ impl Sink {
                     .as_ref()
                     .map_or(Algorithm::Sha256, |d| d.algorithm),
                 target: dir.as_ref().map(|d| d.path().to_path_buf()),
+                tar_file: tar.as_ref().map(StagedFile::handle).transpose()?,
                 unpack: cfg.unpack.clone(),
                 limits: cfg.limits.clone(),
                 fed: fed.clone(),
@@ -140,6 +154,7 @@ impl Sink {
             fed,
             blob,
             dir,
+            tar,
             worker,
             syncer,
             closed: None,
@@ -265,6 +280,9 @@ impl Sink {
         if let Some(blob) = self.blob.take() {
             blob.commit(self.cfg.durable)?;
         }
+        if let Some(tar) = self.tar.take() {
+            tar.commit(self.cfg.durable)?;
+        }
         Ok(Outcome {
             digest,
             size: self.written,
@@ -293,6 +311,7 @@ impl Sink {
         }
         self.blob = None;
         self.dir = None;
+        self.tar = None;
         self.hasher = None;
         // Its thread finishes the queued syncs on its own; nothing waits for it.
         self.syncer = None;
@@ -405,6 +424,7 @@ mod tests {
         SinkConfig {
             blob_path: Some(dir.join("blob")),
             unpack_dir: Some(dir.join("layer")),
+            decompressed_path: None,
             expected_digest: sha256(blob),
             expected_size: Some(blob.len() as u64),
             expected_diff_id: None,
@@ -878,5 +898,41 @@ mod tests {
             Err(Error::bad_tar("from the worker"))
         });
         assert_eq!(join(handle).err().unwrap().slug(), "bad_tar");
+    }
+
+    #[test]
+    fn a_layer_can_be_kept_as_its_decompressed_tar() {
+        let tar = sample_tar();
+        let blob = compress(&tar, Kind::Gzip);
+        for pipelined in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("layer.tar");
+            let cfg = SinkConfig {
+                unpack_dir: None,
+                blob_path: None,
+                decompressed_path: Some(out.clone()),
+                expected_diff_id: Some(sha256(&tar)),
+                ..config(dir.path(), &blob, pipelined)
+            };
+            let mut sink = Sink::new(cfg).unwrap();
+            stream(&mut sink, &blob, 7).unwrap();
+            assert!(!out.exists(), "visible only once verified");
+            sink.finish().unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), tar);
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+            // A wrong diff_id: nothing is left.
+            let cfg = SinkConfig {
+                unpack_dir: None,
+                blob_path: None,
+                decompressed_path: Some(dir.path().join("bad.tar")),
+                expected_diff_id: Some(sha256(b"other")),
+                ..config(dir.path(), &blob, pipelined)
+            };
+            let mut sink = Sink::new(cfg).unwrap();
+            stream(&mut sink, &blob, 7).unwrap();
+            assert!(sink.finish().is_err());
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        }
     }
 }

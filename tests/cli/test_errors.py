@@ -65,10 +65,10 @@ def test_bad_name(run_towline: TowlineCLI, name: str, mentioned: str) -> None:
     assert mentioned in message
 
 
-def test_transport_not_supported_yet(run_towline: TowlineCLI) -> None:
-    for name in ("oci:/x", "docker-archive:/x.tar"):
+def test_transport_not_supported(run_towline: TowlineCLI) -> None:
+    for name in ("sif:/x.sif", "tarball:/x.tar"):
         message = run_towline("pull", name).error()
-        assert "not supported yet" in message
+        assert "is not supported by towline" in message
         assert name.partition(":")[0] in message
 
 

@@ -174,8 +174,8 @@ def test_registries_conf_option(
 
 
 def test_unsupported_transport(runtime: towline.Runtime) -> None:
-    with pytest.raises(towline.TransportError, match='transport "oci" is not supported yet'):
-        runtime.pull("oci:/some/layout:tag")
+    with pytest.raises(towline.TransportError, match='transport "sif" is not supported by'):
+        runtime.pull("sif:/some/image.sif")
 
 
 def test_invalid_names(runtime: towline.Runtime) -> None:

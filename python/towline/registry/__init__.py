@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from towline.registry.auth import BearerChallengeAuth
-from towline.registry.blob_reader import BlobSinkLike
 from towline.registry.client import FetchedManifest, RegistryClient
 
-__all__ = ["BearerChallengeAuth", "BlobSinkLike", "FetchedManifest", "RegistryClient"]
+__all__ = ["BearerChallengeAuth", "FetchedManifest", "RegistryClient"]

@@ -22,16 +22,15 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 
 from towline.errors import DigestMismatchError, TransportError
 from towline.registry.errors import describe_exception
+from towline.transports.base import BlobSink
 
 __all__ = [
     "CHUNK_SIZE",
-    "BlobSinkLike",
     "ContentRange",
     "ResumePolicy",
     "check_range_response",
@@ -42,17 +41,6 @@ __all__ = [
 CHUNK_SIZE = 1024 * 1024
 
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-class BlobSinkLike(Protocol):
-    """Where blob bytes go: the native LayerSink/BlobSink, or any object like them."""
-
-    def write(self, data: bytes, /) -> object:
-        """Take the next chunk of the blob."""
-
-    @property
-    def bytes_written(self) -> int:
-        """How many bytes were written so far."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +111,7 @@ _RESUMABLE = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
 
 def stream_blob(
     open_body: Callable[[int], AbstractContextManager[httpx.Response]],
-    sink: BlobSinkLike,
+    sink: BlobSink,
     *,
     size: int | None,
     what: str,
@@ -207,7 +195,7 @@ class _Pending:
         return data
 
 
-def _hand_over(sink: BlobSinkLike, data: bytes, progress: Callable[[int], None] | None) -> None:
+def _hand_over(sink: BlobSink, data: bytes, progress: Callable[[int], None] | None) -> None:
     if data:
         sink.write(data)
         if progress is not None:

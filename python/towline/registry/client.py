@@ -31,7 +31,7 @@ from towline.manifest import (
     verify_digest,
 )
 from towline.registry.auth import BearerChallengeAuth
-from towline.registry.blob_reader import BlobSinkLike, ResumePolicy, stream_blob
+from towline.registry.blob_reader import ResumePolicy, stream_blob
 from towline.registry.body_limits import ACCEPT_ENCODING, install_body_limits, read_at_most
 from towline.registry.errors import (
     Kind,
@@ -41,6 +41,7 @@ from towline.registry.errors import (
     map_http_errors,
 )
 from towline.registry.retry import RetryPolicy, is_tls_error, send_with_retries
+from towline.transports.base import BlobSink
 from towline.untrusted_json import UntrustedJSONError, load_object
 
 __all__ = ["MANIFEST_SIZE_LIMIT", "FetchedManifest", "RegistryClient"]
@@ -269,7 +270,7 @@ class RegistryClient:
         repo: str,
         digest: str,
         size: int | None,
-        sink: BlobSinkLike,
+        sink: BlobSink,
         progress: Callable[[int], None] | None = None,
     ) -> None:
         """Stream a blob into ``sink`` in ~1 MiB chunks, resuming broken bodies with Range.

@@ -1,17 +1,39 @@
-"""Transport names: which ``transport:reference`` prefixes exist and which towline serves.
+"""The transport table: ``transport:reference`` names, and which module serves each transport.
 
-This module only splits names, following libimage's ``Runtime.Pull`` and
-containers/image ``alltransports.ParseImageName``: the text before the
-**first** ``:`` is a transport if it is a known transport name. ``docker:``
-counts only when followed by ``//``, so ``docker:latest`` stays the image
-``docker:latest``. Anything else is a plain registry name.
+Names are split as libimage's ``Runtime.Pull`` and containers/image
+``alltransports.ParseImageName`` do: the text before the **first** ``:`` is a
+transport if it is a known transport name. ``docker:`` counts only when
+followed by ``//``, so ``docker:latest`` stays the image ``docker:latest``.
+Anything else is a plain registry name.
+
+:data:`TRANSPORTS` maps each transport towline serves to the module that parses
+its references (a ``parse(rest) -> ImageReference`` function), imported only
+when that transport is used: importing towline stays cheap, and nothing is
+registered as a side effect of an import (as c/image's ``alltransports``, but
+explicit). Callers dispatch through :func:`parse_image_name` and the
+:class:`~towline.transports.base.ImageReference` it returns; nothing else in
+towline branches on a transport's name.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from towline.errors import TransportError
 
-__all__ = ["KNOWN_TRANSPORTS", "SUPPORTED_TRANSPORTS", "require_supported", "split_transport"]
+if TYPE_CHECKING:
+    from towline.transports.base import ImageReference
+
+__all__ = [
+    "KNOWN_TRANSPORTS",
+    "SUPPORTED_TRANSPORTS",
+    "TRANSPORTS",
+    "parse_image_name",
+    "parse_transport_reference",
+    "require_supported",
+    "split_transport",
+]
 
 #: Transport names containers/image registers (containers-transports(5)).
 KNOWN_TRANSPORTS: frozenset[str] = frozenset(
@@ -28,8 +50,14 @@ KNOWN_TRANSPORTS: frozenset[str] = frozenset(
     }
 )
 
-#: Transports towline implements so far.
-SUPPORTED_TRANSPORTS: frozenset[str] = frozenset({"docker"})
+#: Transport name → the module whose ``parse(rest)`` makes its references.
+TRANSPORTS: dict[str, str] = {
+    "containers-storage": "towline.transports.storage",
+    "docker": "towline.transports.docker",
+}
+
+#: Transports towline implements.
+SUPPORTED_TRANSPORTS: frozenset[str] = frozenset(TRANSPORTS)
 
 
 def split_transport(name: str) -> tuple[str | None, str]:
@@ -60,7 +88,7 @@ def require_supported(transport: str | None) -> None:
     supported = ", ".join(sorted(SUPPORTED_TRANSPORTS))
     if transport in KNOWN_TRANSPORTS:
         raise TransportError(
-            f'transport "{transport}" is not supported yet by towline; supported: {supported}',
+            f'transport "{transport}" is not supported by towline; supported: {supported}',
             slug="unsupported_transport",
         )
     raise TransportError(
@@ -68,3 +96,27 @@ def require_supported(transport: str | None) -> None:
         f" (towline supports: {supported})",
         slug="unknown_transport",
     )
+
+
+def parse_transport_reference(transport: str, rest: str) -> ImageReference:
+    """The reference ``rest`` of ``transport`` (which must be supported)."""
+    require_supported(transport)
+    module = importlib.import_module(TRANSPORTS[transport])
+    reference: ImageReference = module.parse(rest)
+    return reference
+
+
+def parse_image_name(name: str) -> ImageReference:
+    """The reference a full ``transport:reference`` name denotes.
+
+    A name without a known transport prefix is refused (as skopeo's arguments):
+    callers that accept plain registry names handle them before calling this.
+    """
+    transport, rest = split_transport(name)
+    if transport is None:
+        raise TransportError(
+            f"invalid image name {name!r}: expected transport:reference, e.g. "
+            f"docker://{name}, oci:DIR[:REF] or containers-storage:{name}",
+            slug="invalid_transport_name",
+        )
+    return parse_transport_reference(transport, rest)

@@ -1,5 +1,6 @@
 """The ``docker://`` transport: images in a registry, reached as registries.conf says.
 
+:class:`DockerReference` is the transport's reference (``docker://host/repo:tag``).
 :class:`RegistryAccess` holds what a pull knows about reaching registries
 (configuration files plus the user's overrides) and hands out one pooled
 :class:`~towline.registry.client.RegistryClient` per endpoint.
@@ -23,13 +24,26 @@ from towline.config import (
     lookup_credentials,
     ssl_context_for,
 )
-from towline.errors import TowlineError
+from towline.errors import TowlineError, TransportError
 from towline.manifest import compute_digest
-from towline.reference import Reference
-from towline.registry.blob_reader import BlobSinkLike
+from towline.reference import Reference, parse_reference
 from towline.registry.client import FetchedManifest, RegistryClient
+from towline.transports.base import (
+    BlobSink,
+    ImageDestination,
+    ProgressCallback,
+    SourceCapabilities,
+    TransportContext,
+)
 
-__all__ = ["DockerSource", "RegistryAccess", "open_docker_source", "remote_digest"]
+__all__ = [
+    "DockerReference",
+    "DockerSource",
+    "RegistryAccess",
+    "open_docker_source",
+    "parse",
+    "remote_digest",
+]
 
 _T = TypeVar("_T")
 
@@ -90,17 +104,60 @@ class RegistryAccess:
             self._clients.clear()
 
 
-class DockerSource:
-    """One image in a registry; the top-level manifest was fetched on open."""
+@dataclass(frozen=True)
+class DockerReference:
+    """``docker://NAME``: NAME normalized as docker does (``docker.io/library/``, ``:latest``)."""
 
-    def __init__(self, client: RegistryClient, ref: Reference, top: FetchedManifest) -> None:
+    ref: Reference
+    transport: str = "docker"
+
+    def __str__(self) -> str:
+        return f"docker://{self.ref}"
+
+    def new_source(self, context: TransportContext) -> DockerSource:
+        if context.registry is None:
+            raise TransportError(f"{self}: no registry configuration was given to reach it")
+        return open_docker_source(self.ref, context.registry)
+
+    def new_destination(self, context: TransportContext) -> ImageDestination:
+        raise TransportError(
+            f"{self}: pushing to a registry is not supported by towline yet; "
+            "copy to oci:, oci-archive:, docker-archive: or dir: instead",
+            slug="unsupported_transport",
+        )
+
+
+def parse(rest: str) -> DockerReference:
+    """The reference of ``docker://<rest>`` (``rest`` without the ``//``)."""
+    return DockerReference(parse_reference(rest))
+
+
+class DockerSource:
+    """One image in a registry; the top-level manifest was fetched on open.
+
+    Blob reads may run in parallel and resume with HTTP ``Range``.
+    """
+
+    capabilities = SourceCapabilities(parallel_reads=True, resumable=True)
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        ref: Reference,
+        top: FetchedManifest,
+        requested: Reference | None = None,
+    ) -> None:
         self._client = client
-        self._ref = ref
+        self._ref = ref  # the endpoint serving it: a mirror, or the registry itself
         self._top = top
+        self._requested = requested or ref
 
     @property
     def description(self) -> str:
         return f"docker://{self._ref}"
+
+    def image_names(self) -> list[str]:
+        return [str(self._requested)]
 
     @property
     def top_digest(self) -> str:
@@ -112,15 +169,15 @@ class DockerSource:
         fetched = self._client.get_manifest(self._ref.path, digest)
         return fetched.raw, fetched.media_type
 
-    def get_config(self, digest: str, max_size: int) -> bytes:
+    def read_blob(self, digest: str, max_size: int) -> bytes:
         return self._client.get_blob(self._ref.path, digest, max_size)
 
-    def copy_blob(
+    def get_blob(
         self,
         digest: str,
         size: int | None,
-        sink: BlobSinkLike,
-        progress: Callable[[int], None] | None = None,
+        sink: BlobSink,
+        progress: ProgressCallback | None = None,
     ) -> None:
         self._client.copy_blob(self._ref.path, digest, size, sink, progress)
 
@@ -165,7 +222,7 @@ def open_docker_source(ref: Reference, access: RegistryAccess) -> DockerSource:
 
     def fetch(endpoint: Reference, client: RegistryClient) -> DockerSource:
         top = client.get_manifest(endpoint.path, _reference_in_repo(endpoint))
-        return DockerSource(client, endpoint, top)
+        return DockerSource(client, endpoint, top, ref)
 
     return _first_working(ref, access, fetch)
 

@@ -89,7 +89,7 @@ impl LayerSink {
     #[pyo3(signature = (
         blob_path, unpack_dir, expected_digest, expected_size, expected_diff_id = None, *,
         pipelined = true, durable = true, same_owner = None, devices = None, xattrs = true,
-        max_ratio = 1000.0, max_entries = None,
+        max_ratio = 1000.0, max_entries = None, decompressed_path = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -105,6 +105,7 @@ impl LayerSink {
         xattrs: bool,
         max_ratio: f64,
         max_entries: Option<u64>,
+        decompressed_path: Option<PathBuf>,
     ) -> PyResult<Self> {
         let mut unpack = UnpackOptions::default();
         if let Some(same_owner) = same_owner {
@@ -132,6 +133,7 @@ impl LayerSink {
         let cfg = SinkConfig {
             blob_path,
             unpack_dir,
+            decompressed_path,
             expected_digest: parse_digest(expected_digest)?,
             expected_size,
             expected_diff_id: expected_diff_id.map(parse_digest).transpose()?,
@@ -198,6 +200,7 @@ impl BlobSink {
         let cfg = SinkConfig {
             blob_path: Some(blob_path),
             unpack_dir: None,
+            decompressed_path: None,
             expected_digest: parse_digest(expected_digest)?,
             expected_size,
             expected_diff_id: None,
