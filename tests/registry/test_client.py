@@ -44,7 +44,7 @@ def test_ping_over_https_to_a_plain_http_registry_says_what_to_do(
         client.get_manifest("test/gzip", "latest")
     message = str(info.value)
     assert message.startswith(f"pinging container registry {registry.host}: ")
-    assert "use --tls-verify=false" in message
+    assert "pass tls_verify=False (--tls-verify=false on the command line)" in message
     assert info.value.slug == "ping"
 
 

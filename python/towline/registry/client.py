@@ -194,7 +194,10 @@ class RegistryClient:
             except httpx.HTTPError as exc:
                 reason = describe_exception(exc)
                 if self.tls_verify and is_tls_error(exc):
-                    reason += "; if the registry serves plain HTTP, use --tls-verify=false"
+                    reason += (
+                        "; if the registry serves plain HTTP, pass tls_verify=False"
+                        " (--tls-verify=false on the command line)"
+                    )
                 raise TransportError(
                     f"pinging container registry {self.host}: {reason}", slug="ping"
                 ) from exc
