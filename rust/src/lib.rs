@@ -2,6 +2,7 @@
 //! drives them); `py/` is the only place that knows about Python.
 
 pub mod apply;
+pub mod archive;
 pub mod atomic;
 pub mod chunks;
 pub mod decompress;
@@ -25,6 +26,8 @@ mod _native {
     #[pymodule_export]
     #[allow(non_upper_case_globals)] // Python's name for it
     const __version__: &str = env!("CARGO_PKG_VERSION");
+    #[pymodule_export]
+    use crate::py::archive::{sniff_archive, tar_index, write_tar, TarMember, TarStream};
     #[pymodule_export]
     use crate::py::functions::{apply_layers, build_profile, hash_file};
     #[pymodule_export]

@@ -3,7 +3,7 @@
 //! bounded by `Limits`, so a hostile long-name or PAX member cannot exhaust
 //! memory.
 
-use std::io::{BufRead, ErrorKind};
+use std::io::{BufRead, ErrorKind, Seek, SeekFrom};
 
 use super::header::{self, Block, Entry, Extension, Kind, Region, BLOCK};
 use crate::error::{from_io, Error, Result};
@@ -332,6 +332,34 @@ impl<R: BufRead> TarReader<R> {
             let n = buf.len();
             self.inner.consume(n);
         }
+    }
+}
+
+/// For a seekable stream (an archive file, not a pipe): skip member data by
+/// seeking instead of reading, so indexing a multi-gigabyte archive reads only
+/// its headers. What `next_entry` returns is unchanged.
+impl<R: BufRead + Seek> TarReader<R> {
+    /// Skips the rest of the current entry's data and its padding by seeking.
+    /// The last byte skipped is still read, so an archive that ends inside the
+    /// data is reported as truncated, exactly as when the data is read.
+    pub fn seek_past_data(&mut self) -> Result<()> {
+        let n = self.remaining + self.padding;
+        if n == 0 {
+            return Ok(());
+        }
+        let ahead = i64::try_from(n - 1)
+            .map_err(|_| Error::bad_tar(format!("member data of {n} bytes cannot be skipped")))?;
+        self.inner
+            .seek(SeekFrom::Current(ahead))
+            .map_err(|e| from_io(e, self.format))?;
+        self.remaining = 0;
+        self.padding = 0;
+        self.skip(1, "file data")
+    }
+
+    /// The underlying stream (to learn where in it a member's data starts).
+    pub fn get_ref(&self) -> &R {
+        &self.inner
     }
 }
 
