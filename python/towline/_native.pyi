@@ -206,7 +206,7 @@ class TarStream:
     def next(self) -> TarMember | None:
         """The next member; None at the end of the archive (and after)."""
     def read(self, size: int = 1048576) -> bytes:
-        """Up to ``size`` bytes of the current member's data (fewer only at its end); b"" once read."""
+        """Up to ``size`` bytes of the member's data (fewer only at its end); b"" once read."""
     def close(self) -> None:
         """Closes the file; safe to call twice."""
     def __iter__(self) -> TarStream: ...

@@ -53,7 +53,10 @@ KNOWN_TRANSPORTS: frozenset[str] = frozenset(
 #: Transport name → the module whose ``parse(rest)`` makes its references.
 TRANSPORTS: dict[str, str] = {
     "containers-storage": "towline.transports.storage",
+    "dir": "towline.transports.dir",
     "docker": "towline.transports.docker",
+    "oci": "towline.transports.oci_layout",
+    "oci-archive": "towline.transports.oci_archive",
 }
 
 #: Transports towline implements.
