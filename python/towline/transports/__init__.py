@@ -55,6 +55,8 @@ TRANSPORTS: dict[str, str] = {
     "containers-storage": "towline.transports.storage",
     "dir": "towline.transports.dir",
     "docker": "towline.transports.docker",
+    "docker-archive": "towline.transports.docker_archive",
+    "docker-daemon": "towline.transports.docker_daemon",
     "oci": "towline.transports.oci_layout",
     "oci-archive": "towline.transports.oci_archive",
 }
