@@ -21,7 +21,13 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from towline.errors import StoreError, TowlineError, TransportError
+from towline.errors import (
+    DigestMismatchError,
+    InvalidLayerError,
+    StoreError,
+    TowlineError,
+    TransportError,
+)
 from towline.events import Reporter
 from towline.manifest import (
     Descriptor,
@@ -65,13 +71,15 @@ class CopyOptions:
     ``wanted_platforms``). ``expected``: the platform to warn about when a config
     says otherwise. ``all_platforms``: copy every instance of an index and the
     index itself (skopeo ``--all``). ``parallel``: blobs copied at once when both
-    sides allow it.
+    sides allow it. ``preserve_digests``: fail rather than convert a manifest (or
+    index) the destination cannot store as it is (skopeo ``--preserve-digests``).
     """
 
     wanted: Sequence[Platform]
     expected: Platform | None = None
     all_platforms: bool = False
     parallel: int = 6
+    preserve_digests: bool = False
 
 
 @dataclass
@@ -184,6 +192,7 @@ class _Copier:
                 moved[entry.digest] = (result.manifest_digest, result.manifest_size)
         if media_type not in accepted or moved:
             target = media_type if media_type in accepted else accepted[0]
+            self.refuse_conversion(media_type, target)
             raw, media_type = convert_index(index, target, moved), target
         self.reporter.line("Writing manifest list to image destination")
         self.dest.put_index(raw, media_type, complete=True)
@@ -218,11 +227,22 @@ class _Copier:
         if not accepted or media_type in accepted:
             return raw, media_type
         target = accepted[0]
+        self.refuse_conversion(media_type, target)
         self.reporter.line(
             f"Converting the manifest from {media_type} to {target} "
             f"({self.dest.description} does not store the first)"
         )
         return convert_manifest(manifest, target), target
+
+    def refuse_conversion(self, media_type: str, target: str) -> None:
+        """With ``preserve_digests``, a conversion (which changes the digest) is an error."""
+        if self.options.preserve_digests:
+            raise TransportError(
+                f"{self.dest.description} cannot store the {media_type} manifest as it is, "
+                f"and converting it to {target} would change its digest, which must be "
+                f"preserved: copy to a destination that stores {media_type} (e.g. dir:)",
+                slug="manifest_conversion",
+            )
 
     def read_config(self, manifest: ImageManifest) -> tuple[bytes, ImageConfig]:
         desc = manifest.config
@@ -292,6 +312,15 @@ class _Copier:
                 self.source.get_blob(digest, size, writer, progress)
                 writer.finish()
                 break
+            except (DigestMismatchError, InvalidLayerError) as exc:
+                # The sink's verdict names no image: say which blob of which source.
+                writer.abort()
+                raise type(exc)(
+                    f"{self.source.description}: blob {digest}: {exc}",
+                    slug=exc.slug,
+                    expected=exc.expected,
+                    actual=exc.actual,
+                ) from exc
             except TransportError as exc:
                 writer.abort()
                 if exc.slug != "range_not_supported" or attempt == 2:

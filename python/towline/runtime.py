@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
+from towline.archives import archive_references, output_reference, plan_save, save_images, tag_name
 from towline.config import (
     AliasCache,
     ConfigPaths,
@@ -31,6 +32,7 @@ from towline.config import (
 from towline.copy import CopyOptions, CopyResult, copy_and_commit
 from towline.errors import (
     ImageUnknownError,
+    InvalidReferenceError,
     ManifestUnknownError,
     PolicyError,
     StoreError,
@@ -416,13 +418,15 @@ class Runtime:
         options: PullOptions | None = None,
         *,
         all_platforms: bool = False,
+        preserve_digests: bool = False,
     ) -> CopyResult:
         """Copy an image between two ``transport:reference`` names, as ``skopeo copy``.
 
         ``containers-storage:NAME`` is this runtime's store. With ``all_platforms``
         every instance of an index is copied, with the index (destinations that
         store indexes only); otherwise the platform is chosen as for a pull. Blobs
-        pass unchanged; a manifest is converted only when the destination needs it.
+        pass unchanged; a manifest is converted only when the destination needs it,
+        and with ``preserve_digests`` that is an error instead.
         """
         options = options or PullOptions()
         config = self._config(options)
@@ -437,12 +441,73 @@ class Runtime:
                 copy_options = self._copy_options(
                     choice, options, config, all_platforms=all_platforms
                 )
+                copy_options = replace(copy_options, preserve_digests=preserve_digests)
                 return copy_and_commit(src, dest, copy_options, reporter)
             finally:
                 src.close()
         finally:
             if context.registry is not None:
                 context.registry.close()
+
+    # === save, load, tag: podman's commands (the work is in towline.archives)
+    def save(
+        self,
+        names: Sequence[str],
+        output: str | os.PathLike[str],
+        format: str = "docker-archive",
+        *,
+        multi_image: bool = False,
+        options: PullOptions | None = None,
+    ) -> list[Image]:
+        """Write the images ``names`` denote to ``output``, as ``podman save``; return them.
+
+        ``format``: ``docker-archive`` (default), ``oci-archive``, ``oci-dir`` or
+        ``docker-dir``. Without ``multi_image`` the first name is the image and the
+        others more names for it; with it every name is an image (docker-archive and
+        oci-archive only). Everything goes into one destination, committed once:
+        a failure leaves nothing at ``output``. Names: see :mod:`towline.archives`.
+        """
+        options = options or PullOptions()
+        plan = plan_save(names, format, multi_image, self.lookup_image)
+        destination = output_reference(format, Path(output))
+        config = self._config(options)
+        reporter = Reporter(options.writer, options.progress)
+        copy_options = replace(self._copy_options(None, options, config), expected=None)
+        context = self._context(options, config, reporter)
+        try:
+            save_images(plan, destination, context, copy_options, reporter)
+        finally:
+            if context.registry is not None:
+                context.registry.close()
+        return [saved.image for saved in plan]
+
+    def load(self, path: str | os.PathLike[str], options: PullOptions | None = None) -> list[Image]:
+        """Store every image of the archive (or layout) at ``path``, as ``podman load``.
+
+        The format is found by content (oci-archive, docker-archive, an ``oci:``
+        layout or a ``dir:`` image); each image keeps the names it has there
+        (RepoTags, ref.name), or none.
+        """
+        options = options or PullOptions()
+        config = self._config(options)
+        images: list[Image] = []
+        for ref in archive_references(Path(path)):
+            records = self._pull_from_transport(str(ref), options, config)
+            images += [Image(record, self.store) for record in records]
+        return images
+
+    def tag(self, name: str, *new: str) -> Image:
+        """Give the image ``name`` denotes the names ``new``, as ``podman tag``.
+
+        Each new name is normalized as libimage's ``NormalizeName`` (``foo`` →
+        ``localhost/foo:latest``) and moves from any image that had it. All names
+        are checked before any is added.
+        """
+        if not new:
+            raise InvalidReferenceError(f"{name}: give at least one new name to tag it with")
+        names = [tag_name(n) for n in new]
+        image, _ = self.lookup_image(name)
+        return Image(self.store.add_names(image.id, names), self.store)
 
 
 def _first_set(*values: float | None) -> float | None:

@@ -34,6 +34,8 @@ def test_tampered_blob_fails_with_digest_mismatch_and_changes_nothing(
     with pytest.raises(towline.DigestMismatchError) as info:
         runtime.pull(pushed.reference, options=OPTS)
     assert info.value.expected == pushed.layers[1].digest
+    # The message says which blob of which image failed.
+    assert f"docker://{pushed.reference}: blob {pushed.layers[1].digest}:" in str(info.value)
     assert snapshot(runtime) == before
     assert list((runtime.root / "tmp").iterdir()) == []
 

@@ -1,58 +1,29 @@
-"""The subcommands: pull, images, inspect, rmi, unpack."""
+"""The subcommands: pull, images, inspect, rmi, unpack; :data:`ALL` lists every one.
+
+``copy`` is in :mod:`~towline.cli.copy_commands`; ``save``, ``load`` and ``tag`` in
+:mod:`~towline.cli.image_commands`.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from towline.cli.copy_commands import copy
+from towline.cli.image_commands import load, save, tag
+from towline.cli.shared import Globals, PodmanBoolsCommand, pass_globals, reporting
 from towline.image import Image
 from towline.options import PullOptions
-from towline.runtime import Runtime
 
 __all__ = ["ALL", "Globals"]
 
 
-@dataclass(frozen=True)
-class Globals:
-    """Options given before the subcommand."""
-
-    root: Path | None
-    registries_conf: Path | None
-
-    def runtime(self) -> Runtime:
-        return Runtime(self.root)
-
-
-pass_globals = click.make_pass_decorator(Globals)
-
-#: Boolean options that, as podman's (pflag) do, mean true when given alone.
-_BARE_TRUE_OPTIONS = frozenset({"--tls-verify"})
-
-
-class _PodmanBoolsCommand(click.Command):
-    """Reads boolean options as podman does: ``--tls-verify`` alone means true, and a
-    value must be attached (``--tls-verify=false``), so ``--tls-verify NAME`` keeps NAME."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, _attach_true(args))
-
-
-def _attach_true(args: list[str]) -> list[str]:
-    out: list[str] = []
-    for i, arg in enumerate(args):
-        if arg == "--":  # the rest are arguments, even if they look like options
-            return out + args[i:]
-        out.append(f"{arg}=true" if arg in _BARE_TRUE_OPTIONS else arg)
-    return out
-
-
-@click.command(cls=_PodmanBoolsCommand)
+@click.command(cls=PodmanBoolsCommand)
 @click.argument("name")
 @click.option(
     "--policy",
@@ -100,18 +71,12 @@ def pull(
     quiet: bool,
 ) -> None:
     """Pull NAME into the store and print the image ID(s)."""
-    live = not quiet and sys.stderr.isatty()
     with ExitStack() as stack:
-        progress = None
-        if live:
-            # Imported here: rich costs ~20 ms of start-up that scripts and pipes never use.
-            from towline.cli.progress import LiveProgress
-
-            progress = stack.enter_context(LiveProgress(sys.stderr))
+        writer, progress = reporting(stack, sys.stderr, quiet)
         options = PullOptions(
             platform=platform,
             all_tags=all_tags,
-            writer=None if quiet else progress.lines if progress else sys.stderr,
+            writer=writer,
             progress=progress,
             credentials=creds,
             auth_file=authfile,
@@ -230,4 +195,4 @@ def unpack(g: Globals, name: str, directory: Path) -> None:
         image.unpack(directory)
 
 
-ALL = [pull, images, inspect, rmi, unpack]
+ALL = [pull, images, inspect, rmi, unpack, copy, save, load, tag]

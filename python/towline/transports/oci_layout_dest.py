@@ -342,6 +342,7 @@ class LayoutDestination:
             self._tops.clear()
         for path in written.blobs:
             path.unlink(missing_ok=True)
-        for directory in reversed(written.dirs):
+        # Deepest first: parallel blob writers record the directories they made in any order.
+        for directory in sorted(written.dirs, key=lambda d: len(d.parts), reverse=True):
             with contextlib.suppress(OSError):  # not empty: someone else wrote there too
                 directory.rmdir()
