@@ -12,6 +12,7 @@ import pytest
 import towline
 from support.images import TarBuilder, build_image
 from support.registry import PushedImage, RegistryServer, push_named
+from support.source_transports import SOURCE_TRANSPORTS, SourceMaker, SourceTransport
 
 _unique = itertools.count()
 
@@ -78,3 +79,25 @@ def store_files(root: Path) -> set[str]:
             for name in dirnames + filenames:
                 found.add(str(Path(dirpath, name).relative_to(root)))
     return found
+
+
+# === one test down every source transport
+
+
+@pytest.fixture(scope="session")
+def source_maker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourceMaker]:
+    """Pushed images in every source transport, each made once per session (see support)."""
+    maker = SourceMaker(tmp_path_factory.mktemp("sources"))
+    yield maker
+    maker.close()
+
+
+@pytest.fixture(params=SOURCE_TRANSPORTS)
+def src_transport(request: pytest.FixtureRequest, source_maker: SourceMaker) -> SourceTransport:
+    """Runs a test once per source transport: ``src_transport(pushed)`` is that image there.
+
+    The runtime's env must carry ``source_maker.env`` (DOCKER_HOST) for docker-daemon.
+    A test of what only some transports hold overrides the params with
+    ``@pytest.mark.parametrize("src_transport", [...], indirect=True)``.
+    """
+    return SourceTransport(request.param, source_maker)

@@ -19,7 +19,7 @@ from towline.errors import DigestMismatchError, TransportError
 
 from .conftest import INSECURE, store_files
 from .layouts import write_dir_image
-from .peers import Peers, snapshot
+from .peers import Peers, snapshot, tree
 
 SMALL = build_image([TarBuilder().add_file("dir-small.txt", b"small\n").bytes()])
 VERSION = "Directory Transport Version: 1.1\n"
@@ -63,6 +63,10 @@ def test_store_to_dir_to_store_in_the_format_skopeo_reads(
     assert inspected["Digest"] == pushed.manifest_digest
     assert inspected["Layers"] == [x.digest for x in pushed.layers]
     peers.skopeo_copy(f"dir:{path}", f"oci:{tmp_path}/layout:x")
+    copied = json.loads(peers.inspect_raw(f"oci:{tmp_path}/layout:x"))
+    assert copied["config"]["digest"] == f"sha256:{pulled.id}"
+    rootfs = peers.umoci_unpack(tmp_path / "layout", "x", tmp_path / "bundle")
+    assert tree(pulled.unpack(tmp_path / "ours")) == tree(rootfs)
 
     [back] = other_runtime.pull(f"dir:{path}")
     assert back.id == pulled.id

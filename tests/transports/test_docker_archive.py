@@ -332,10 +332,15 @@ def test_store_to_archive_is_read_by_skopeo_and_loaded_by_podman(
     inspected = peers.inspect(f"docker-archive:{archive}")
     assert inspected["Layers"] == expected_diff_ids(pushed)
     assert inspected["Digest"].startswith("sha256:")
+    manifest = json.loads(peers.inspect_raw(f"docker-archive:{archive}"))
+    assert manifest["config"]["digest"] == f"sha256:{image.id}"
     layout = tmp_path / "layout"
     peers.skopeo_copy(f"docker-archive:{archive}", f"oci:{layout}:app")
     config = json.loads(peers.run("skopeo", "inspect", "--config", f"oci:{layout}:app"))
     assert config["rootfs"]["diff_ids"] == expected_diff_ids(pushed)
+    # (skopeo re-marshals the config as it converts v2s2 to OCI: a new config digest.)
+    rootfs = peers.umoci_unpack(layout, "app", tmp_path / "bundle")
+    assert tree(image.unpack(tmp_path / "ours")) == tree(rootfs)
 
     podman.run("load", "-q", "-i", str(archive))
     assert podman.images() == {image.id: {"docker.io/library/app:v1"}}

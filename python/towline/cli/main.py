@@ -43,7 +43,7 @@ EXIT_INTERRUPTED = 130
 )
 @click.pass_context
 def cli(ctx: click.Context, root: Path | None, registries_conf: Path | None) -> None:
-    """Pull container images into a local store, fast."""
+    """Pull container images into a local store and copy them between transports."""
     ctx.obj = commands.Globals(root=root, registries_conf=registries_conf)
 
 
