@@ -61,13 +61,8 @@ from towline.transports.docker_archive_format import (
     layer_member,
     parse_manifest_json,
 )
-from towline.transports.docker_archive_members import (
-    CHUNK,
-    ArchiveMembers,
-    Member,
-    copy_to_sink,
-    open_members,
-)
+from towline.transports.docker_archive_members import open_members
+from towline.transports.tar_members import CHUNK, Member, TarMembers
 
 if TYPE_CHECKING:
     from towline.transports.docker_archive_dest import DockerArchiveDestination
@@ -180,7 +175,7 @@ def list_archive_images(path: str | Path) -> list[DockerArchiveReference]:
     return [DockerArchiveReference(base.path, index=i) for i in range(len(items))]
 
 
-def _read_items(members: ArchiveMembers, archive: str) -> list[ManifestItem]:
+def _read_items(members: TarMembers, archive: str) -> list[ManifestItem]:
     member = members.lookup(MANIFEST_JSON, "")
     return parse_manifest_json(members.read(member, MANIFEST_JSON_LIMIT, ""), archive)
 
@@ -232,7 +227,7 @@ class DockerArchiveSource:
 
     def __init__(
         self,
-        members: ArchiveMembers,
+        members: TarMembers,
         description: str,
         tmp_dir: Path,
         cleanup: Callable[[], None] | None,
@@ -383,7 +378,7 @@ class DockerArchiveSource:
                 slug="blob_unknown",
             )
         if layer.staged is None:
-            copy_to_sink(self._members, layer.member, sink, progress)
+            self._members.stream(layer.member, sink, progress)
             return
         with open(layer.staged, "rb") as staged:
             while chunk := staged.read(CHUNK):
