@@ -1,7 +1,12 @@
 """End-to-end pull benchmark: towline against podman, skopeo and ``tar -x``, in one run.
 
-    python benches/e2e.py [--rounds N] [--images a,b] [--quick] [--json FILE]
+    python benches/e2e.py [--rounds N] [--images a,b] [--mode pull|copy|all] [--quick]
+                          [--json FILE]
 
+``--mode pull`` (the default) times ``towline pull`` against ``podman pull``, ``skopeo copy
+... oci:`` and ``tar -x``; ``--mode copy`` times the blobs-only copy, ``towline copy
+docker://REF oci:DIR`` against ``skopeo copy docker://REF oci:DIR``; ``--mode all`` both, in
+the same rounds (``--tools`` names the tools one by one instead).
 The images (see ``e2e_images.py``) are pushed to a fresh ``docker-registry`` on 127.0.0.1.
 Each tool pulls each image once untimed (warm-up), then ``--rounds`` times, tools taking
 turns within a round (the order rotates every round), every pull into an empty store on
@@ -47,13 +52,18 @@ from peers import (
     Target,
     Tool,
     TowlineCli,
+    TowlineCopy,
     choose_overlay,
     hidden_paths,
 )
 from support.registry import RegistryServer
 
 DEFAULT_IMAGES = ("small-files", "large-gzip", "large-zstd")
-TOOL_KEYS = ("towline", "podman-overlay", "podman-vfs", "skopeo", "tar")
+PULL_TOOLS = ("towline", "podman-overlay", "podman-vfs", "skopeo", "tar")
+#: Blobs only: the same download-verify-write of every blob into an OCI layout.
+COPY_TOOLS = ("towline-copy", "skopeo")
+TOOL_KEYS = ("towline", "towline-copy", "podman-overlay", "podman-vfs", "skopeo", "tar")
+MODES = {"pull": PULL_TOOLS, "copy": COPY_TOOLS, "all": TOOL_KEYS}
 Log = Callable[[str], None]
 
 
@@ -99,6 +109,8 @@ def _tools(
     for key in selected:
         if key == "towline":
             tools.append(TowlineCli(_towline_executable(towline)))
+        elif key == "towline-copy":
+            tools.append(TowlineCopy(_towline_executable(towline)))
         elif key == "podman-vfs":
             tools.append(Podman("vfs"))
         elif key == "podman-overlay":
@@ -257,7 +269,7 @@ def run_benchmark(
     *,
     rounds: int,
     quick: bool = False,
-    tool_keys: Sequence[str] = TOOL_KEYS,
+    tool_keys: Sequence[str] = PULL_TOOLS,
     work_parent: Path | None = None,
     allow_tmpfs: bool = False,
     towline: Path | None = None,
@@ -313,7 +325,17 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5)")
     parser.add_argument("--images", default=",".join(DEFAULT_IMAGES), help="comma-separated")
     parser.add_argument("--quick", action="store_true", help="scaled-down images, 1 round")
-    parser.add_argument("--tools", default=",".join(TOOL_KEYS), help="comma-separated")
+    parser.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        default="pull",
+        help="pull: towline pull against podman, skopeo, tar -x (default); copy: towline "
+        "copy docker://... oci:... against skopeo copy to oci: (blobs only); all: both",
+    )
+    parser.add_argument(
+        "--tools",
+        help=f"comma-separated, instead of --mode's (any of {', '.join(TOOL_KEYS)})",
+    )
     parser.add_argument("--json", type=Path, help="also write every sample to this file")
     parser.add_argument("--work-dir", type=Path, help="parent of the stores (default: cache)")
     parser.add_argument("--allow-tmpfs", action="store_true", help="accept stores on tmpfs")
@@ -328,6 +350,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.rounds = 1 if args.quick else 5
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.tools is None:
+        args.tools = ",".join(MODES[args.mode])
     return args
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "Target",
     "Tool",
     "TowlineCli",
+    "TowlineCopy",
     "choose_overlay",
     "hidden_paths",
 ]
@@ -217,6 +218,39 @@ def _check_marker(candidates: Sequence[Path], target: Target, tool: str) -> None
     raise BenchError(f"{tool} left no {target.marker} of {target.name} in its store")
 
 
+def _check_layout(layout: Path, target: Target, tool: str) -> None:
+    """An OCI layout holding ``target``, as ``skopeo copy ... oci:`` leaves it.
+
+    index.json names the manifest and nothing else; the manifest and config blobs hash to
+    their digests; every layer blob is there with its size (hashing them would double the
+    untimed part of a run; both tools verified them while writing).
+    """
+    try:
+        index = json.loads((layout / "index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{tool} left no readable {layout}/index.json: {exc}") from None
+    digests = [entry.get("digest") for entry in index.get("manifests", [])]
+    if digests != [target.manifest_digest]:
+        raise BenchError(f"{tool}'s {layout}/index.json lists {digests}, not the manifest")
+
+    def blob(digest: str) -> Path:
+        return layout / "blobs" / "sha256" / digest.partition(":")[2]
+
+    for digest in (target.manifest_digest, target.config_digest):
+        path = blob(digest)
+        if not path.is_file() or f"sha256:{_sha256(path)}" != digest:
+            raise BenchError(f"{tool} left no {digest} with that digest in {layout}")
+    for digest, size in target.layers:
+        path = blob(digest)
+        if not path.is_file() or path.stat().st_size != size:
+            raise BenchError(f"{tool} left no complete {digest} in {layout}")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 class Tool(ABC):
     """One way of pulling an image into a fresh directory: argv, then a check of the result."""
 
@@ -262,12 +296,13 @@ class TowlineCli(Tool):
 
     key = "towline"
     label = "towline pull"
+    command = "pull"  # the subcommand timed: ``towline --help`` must list it
 
     def __init__(self, executable: str | None) -> None:
         self.executable = executable
 
     def unavailable(self) -> str | None:
-        """Whether ``towline --help`` runs and lists ``pull``."""
+        """Whether ``towline --help`` runs and lists this tool's subcommand."""
         if self.executable is None:
             return "towline CLI not available (no towline executable on PATH)"
         try:
@@ -276,9 +311,12 @@ class TowlineCli(Tool):
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"towline CLI not available ({self.executable} --help: {exc})"
-        if done.returncode != 0 or "pull" not in done.stdout:
+        if done.returncode != 0:
             reason = _tail(done.stderr or done.stdout, 1)
             return f"towline CLI not available ({self.executable} --help: {reason})"
+        listed = any(line.split()[:1] == [self.command] for line in done.stdout.splitlines())
+        if not listed:
+            return f"towline CLI not available ({self.executable} --help lists no {self.command})"
         return None
 
     def argv(self, target: Target, store: Path, sandbox: Sandbox) -> list[str]:
@@ -294,6 +332,29 @@ class TowlineCli(Tool):
         if not manifest.is_file():
             raise BenchError(f"towline stored no manifest {target.manifest_digest} under {root}")
         _check_marker(sorted((root / "layers").glob(f"*/{target.marker}")), target, self.label)
+
+
+class TowlineCopy(TowlineCli):
+    """``towline copy --src-tls-verify=false --quiet docker://REF oci:STORE``: blobs only.
+
+    The same work as :class:`Skopeo`'s ``skopeo copy`` (download, verify, write each blob
+    to the layout), run as users run it: no ``--root`` (the sandbox's HOME holds the
+    store it opens, made in the warm-up and kept, as a user's).
+    """
+
+    key = "towline-copy"
+    label = "towline copy to oci:"
+    command = "copy"
+
+    def argv(self, target: Target, store: Path, sandbox: Sandbox) -> list[str]:
+        """The CLI copy into ``store/oci``."""
+        assert self.executable is not None
+        copy = ["copy", "--src-tls-verify=false", "--quiet", f"docker://{target.reference}"]
+        return [self.executable, *copy, f"oci:{store / 'oci'}"]
+
+    def verify(self, target: Target, store: Path, sandbox: Sandbox) -> None:
+        """index.json names the manifest and every blob is there (see :func:`_check_layout`)."""
+        _check_layout(store / "oci", target, self.label)
 
 
 class Podman(Tool):
@@ -373,16 +434,8 @@ class Skopeo(Tool):
         return ["skopeo", *options, *copy, f"oci:{store / 'oci'}"]
 
     def verify(self, target: Target, store: Path, sandbox: Sandbox) -> None:
-        """index.json names the manifest and every layer blob is there with its size."""
-        layout = store / "oci"
-        index = json.loads((layout / "index.json").read_text())
-        digests = [entry.get("digest") for entry in index.get("manifests", [])]
-        if digests != [target.manifest_digest]:
-            raise BenchError(f"skopeo's {layout}/index.json lists {digests}, not the manifest")
-        for digest, size in target.layers:
-            blob = layout / "blobs" / "sha256" / digest.partition(":")[2]
-            if not blob.is_file() or blob.stat().st_size != size:
-                raise BenchError(f"skopeo left no complete {digest} in {layout}")
+        """index.json names the manifest and every blob is there (see :func:`_check_layout`)."""
+        _check_layout(store / "oci", target, "skopeo")
 
 
 class TarExtract(Tool):
