@@ -11,7 +11,6 @@ import gzip
 import io
 import lzma
 import os
-import shutil
 import subprocess
 import tarfile
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from support.tools import require_tool
 from towline import InvalidLayerError, StoreError, _native
 from towline._native import TarMember, TarStream, sniff_archive, tar_index, write_tar
 
@@ -390,8 +390,8 @@ def test_tarfile_reads_what_write_tar_writes(tmp_path: Path) -> None:
         assert [i.name for i in infos if i.pax_headers] == ["p" * 120 + "/" + "q" * 200]
 
 
-@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar(1) on this machine")
 def test_gnu_tar_lists_what_write_tar_writes(tmp_path: Path) -> None:
+    require_tool("tar")
     entries = sample_entries(tmp_path)
     dest = tmp_path / "out.tar"
     write_tar(dest, entries)

@@ -19,6 +19,7 @@ from support.docker_archives import archive_image, docker_archive
 from support.fake_docker_engine import FakeDockerEngine
 from support.images import TarBuilder
 from support.registry import PushedImage
+from support.tools import skip_or_fail
 from towline.errors import InvalidReferenceError, ManifestUnknownError, TransportError
 from towline.transports import parse_image_name
 
@@ -179,7 +180,7 @@ def test_the_default_socket_is_used_without_docker_host(
 ) -> None:
     with towline.Runtime(tmp_path / "store", env=env) as rt:
         if Path("/var/run/docker.sock").exists():
-            pytest.skip("a Docker engine runs here; the test needs its absence")
+            skip_or_fail("a Docker engine runs here; the test needs its absence")
         with pytest.raises(TransportError, match=re.escape("/var/run/docker.sock")):
             rt.pull("docker-daemon:busybox:1")
 
